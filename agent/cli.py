@@ -1,0 +1,195 @@
+"""``sensorcast`` command line: run, check, info, demo, convert.
+
+The only place that configures logging and turns errors into exit codes.
+``convert`` is dispatched to the ``convert`` package on demand, so the agent's
+own commands never import it or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from agent import __version__
+from agent.errors import ConfigError, SensorcastError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("sensorcast")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sensorcast",
+        description="Forecast sensor time series on the device and publish them to MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"sensorcast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    run.add_argument("--runtime", help="force an interpreter: litert, tflite-runtime, tensorflow")
+
+    check = sub.add_parser("check", help="validate a config and that each model fits its stream")
+    check.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    check.add_argument("--runtime", help="force an interpreter: litert, tflite-runtime, tensorflow")
+
+    info = sub.add_parser("info", help="print a model bundle's manifest")
+    info.add_argument("model", type=Path, help="bundle (.tflite) made by sensorcast convert")
+    info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    demo = sub.add_parser("demo", help="run the agent on the shipped model and show forecasts")
+    demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
+    demo.add_argument("--forecasts", type=int, default=5, help="stop after this many forecasts")
+
+    sub.add_parser(
+        "convert",
+        help="convert a Keras model into a bundle (needs the [convert] extra)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "convert":
+        return _convert(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_USAGE
+    level = "INFO"
+    _configure_logging(level)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "info":
+            return _info(args)
+        if args.command == "demo":
+            from agent.demo import run_demo
+
+            return run_demo(broker=args.broker, forecasts=args.forecasts)
+    except ConfigError as exc:
+        return _fail(exc, EXIT_USAGE)
+    except SensorcastError as exc:
+        return _fail(exc, EXIT_ERROR)
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    print(f"sensorcast: error: {exc}", file=sys.stderr)
+    return code
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.runtime import load_runtime
+    from agent.service import Service
+
+    cfg = load_config(args.config)
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    service = Service(cfg, load_runtime(args.runtime))
+    service.install_signal_handlers()
+    service.run()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.runtime import load_runtime
+    from agent.service import load_streams
+
+    cfg = load_config(args.config)
+    runtime = load_runtime(args.runtime)
+    streams = load_streams(cfg, runtime)
+    print(f"config {cfg.path}: ok (device {cfg.device.id}, broker {cfg.mqtt.url})")
+    for s in streams:
+        m = s.bundle.manifest
+        print(
+            f"  stream {s.cfg.name}: {s.bundle.label} {m.quantization}, "
+            f"window {m.window} x {m.period_s:g} s of {', '.join(m.features)} -> "
+            f"{m.horizon} steps of {', '.join(m.targets)}; input topic {s.cfg.input_topic}"
+        )
+    print(f"  runtime: {runtime.name} {runtime.version}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from agent.manifest import read_bundle
+
+    bundle = read_bundle(args.model)
+    m = bundle.manifest
+    if args.json:
+        data = json.loads(m.to_json())
+        data["sha256"] = bundle.sha256
+        data["size_bytes"] = len(bundle.model)
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    lines = [
+        f"bundle:        {bundle.path} ({len(bundle.model)} bytes, sha256 {bundle.sha256[:12]})",
+        f"window:        {m.window} steps x {m.period_s:g} s",
+        f"features:      {', '.join(m.features)}",
+        f"targets:       {', '.join(m.targets)}",
+        f"horizon:       {m.horizon} steps",
+        f"quantization:  {m.quantization} (input {_quant(m.input)}, output {_quant(m.output)})",
+    ]
+    if m.normalization:
+        norm = ", ".join(f"{k} {v.mean:.4g}±{v.std:.4g}" for k, v in m.normalization.items())
+        lines.append(f"normalization: {norm}")
+    else:
+        lines.append("normalization: none (the model works on raw values)")
+    if m.accuracy:
+        a = m.accuracy
+        lines.append(
+            f"accuracy:      MAE {a.mae:.4g}, max abs {a.max_abs:.4g} (target units, "
+            f"vs Keras on {a.windows} {a.data} windows)"
+        )
+    lines.append(f"source:        {m.source_name} sha256 {m.source_sha256[:12]}")
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(m.versions.items()))
+    lines.append(f"versions:      {versions}")
+    if m.created:
+        lines.append(f"created:       {m.created}")
+    print("\n".join(lines))
+    return 0
+
+
+def _quant(q: object) -> str:
+    dtype = getattr(q, "dtype", "float32")
+    if dtype == "int8":
+        return f"int8 scale {getattr(q, 'scale', 0):.4g} zero point {getattr(q, 'zero_point', 0)}"
+    return str(dtype)
+
+
+def _convert(argv: list[str]) -> int:
+    try:
+        module = importlib.import_module("convert.cli")
+    except ImportError as exc:
+        print(
+            f"sensorcast: error: the converter needs TensorFlow ({exc}); "
+            "install it with: pip install 'sensorcast[convert]'",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    code: int = module.main(argv)
+    return code

@@ -1,0 +1,115 @@
+"""The Forecaster: one loaded bundle, one interpreter, no allocation per forecast."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from agent.errors import ModelError
+from agent.manifest import Bundle
+from agent.runtime import Runtime, load_runtime
+
+__all__ = ["Forecaster", "check_fits"]
+
+
+class Forecaster:
+    """Normalize a window, invoke the interpreter, de-normalize the forecast.
+
+    Owns its interpreter; use it from one thread only.
+    """
+
+    def __init__(
+        self, bundle: Bundle, runtime: Optional[Runtime] = None, num_threads: int = 1
+    ) -> None:
+        self.bundle = bundle
+        m = bundle.manifest
+        self.runtime = runtime or load_runtime()
+        self._interp: Any = self.runtime.interpreter(bundle.model, num_threads)
+        inputs = self._interp.get_input_details()
+        outputs = self._interp.get_output_details()
+        where = f"model {bundle.path}"
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{where}: expected one input and one output tensor")
+        inp, out = inputs[0], outputs[0]
+        want_in = [1, m.window, len(m.features)]
+        if list(inp["shape"]) != want_in:
+            raise ModelError(
+                f"{where}: input tensor shape {list(inp['shape'])} does not match the manifest "
+                f"{want_in} (window x features); reconvert the model"
+            )
+        n_out = int(np.prod(out["shape"]))
+        if n_out != m.horizon * len(m.targets) or out["shape"][0] != 1:
+            raise ModelError(
+                f"{where}: output tensor shape {list(out['shape'])} does not hold the manifest's "
+                f"{m.horizon} steps x {len(m.targets)} targets; reconvert the model"
+            )
+        for side, detail, quant in (("input", inp, m.input), ("output", out, m.output)):
+            got = np.dtype(detail["dtype"]).name
+            if got != quant.dtype:
+                raise ModelError(
+                    f"{where}: {side} tensor is {got} but the manifest says {quant.dtype}"
+                )
+        self._in_index = inp["index"]
+        self._out_index = out["index"]
+        self.horizon = m.horizon
+        self.n_targets = len(m.targets)
+
+        norm = m.normalization
+        f_mean = [norm[f].mean if norm else 0.0 for f in m.features]
+        f_std = [norm[f].std if norm else 1.0 for f in m.features]
+        t_mean = [norm[t].mean if norm else 0.0 for t in m.targets]
+        t_std = [norm[t].std if norm else 1.0 for t in m.targets]
+        self._f_mean = np.asarray(f_mean, dtype=np.float32)
+        self._f_inv_std = (1.0 / np.asarray(f_std, dtype=np.float64)).astype(np.float32)
+        self._t_mean = np.asarray(t_mean, dtype=np.float64)
+        self._t_std = np.asarray(t_std, dtype=np.float64)
+
+        self._x = np.zeros((1, m.window, len(m.features)), dtype=np.float32)
+        self._int8_in = m.input.dtype == "int8"
+        self._in_scale = m.input.scale
+        self._in_zero = float(m.input.zero_point)
+        self._xq = np.zeros(self._x.shape, dtype=np.int8)
+        self._int8_out = m.output.dtype == "int8"
+        self._out_scale = m.output.scale
+        self._out_zero = float(m.output.zero_point)
+        self._y = np.zeros((m.horizon, self.n_targets), dtype=np.float64)
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        """Forecast from a ``(window, features)`` array in reading units.
+
+        Returns a ``(horizon, targets)`` array in target units. The array is
+        reused by the next call: copy it to keep it.
+        """
+        x = self._x[0]
+        np.subtract(window, self._f_mean, out=x)
+        np.multiply(x, self._f_inv_std, out=x)
+        if self._int8_in:
+            np.divide(self._x, self._in_scale, out=self._x)
+            np.add(self._x, self._in_zero, out=self._x)
+            np.rint(self._x, out=self._x)
+            np.clip(self._x, -128, 127, out=self._x)
+            np.copyto(self._xq, self._x, casting="unsafe")
+            self._interp.set_tensor(self._in_index, self._xq)
+        else:
+            self._interp.set_tensor(self._in_index, self._x)
+        self._interp.invoke()
+        raw = self._interp.get_tensor(self._out_index).reshape(self.horizon, self.n_targets)
+        y = self._y
+        if self._int8_out:
+            np.subtract(raw, self._out_zero, out=y)
+            np.multiply(y, self._out_scale, out=y)
+        else:
+            np.copyto(y, raw)
+        np.multiply(y, self._t_std, out=y)
+        np.add(y, self._t_mean, out=y)
+        return y
+
+
+def check_fits(bundle: Bundle, features: Optional[tuple[str, ...]], stream: str) -> None:
+    """Raise :class:`ModelError` if the bundle's features are not what the stream gives."""
+    if features is not None and tuple(features) != bundle.manifest.features:
+        raise ModelError(
+            f"stream {stream}: model {bundle.path} wants features "
+            f"{', '.join(bundle.manifest.features)} but the stream has {', '.join(features)}"
+        )

@@ -1,0 +1,126 @@
+"""The agent's one connection to the MQTT broker (paho-mqtt 2.x)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.config import MqttConfig
+from agent.errors import PublishError
+
+__all__ = ["MessageHandler", "MqttLink"]
+
+logger = logging.getLogger(__name__)
+
+#: Called from paho's network thread with ``(payload, arrival unix seconds)``.
+MessageHandler = Callable[[bytes, float], None]
+
+
+class MqttLink:
+    """Owns the paho client: availability (retained ``online``, will ``offline``),
+    subscriptions that survive reconnects, and publishing.
+
+    Start-up is strict (an unreachable or refusing broker is an error); after
+    that, paho reconnects with capped exponential backoff.
+    """
+
+    def __init__(self, cfg: MqttConfig, status_topic: str) -> None:
+        self.cfg = cfg
+        self.status_topic = status_topic
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=60)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._subscriptions: list[tuple[str, int]] = []
+        self._connack = threading.Event()
+        self._connack_reason: Any = None
+        self.connected = False
+        self.reconnects = 0
+        self._closing = False
+
+    def subscribe(self, topic: str, handler: MessageHandler, qos: int = 1) -> None:
+        """Route messages on ``topic`` to ``handler``; call before :meth:`connect`."""
+
+        def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+            handler(msg.payload, time.time())
+
+        self._client.message_callback_add(topic, on_message)
+        self._subscriptions.append((topic, qos))
+
+    def connect(self) -> None:
+        """Connect, wait for the broker's answer, and go online.
+
+        Raises :class:`PublishError` with the reason if the broker cannot be
+        reached or refuses the connection.
+        """
+        where = f"MQTT broker {self.cfg.host}:{self.cfg.port} (mqtt.url)"
+        try:
+            self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except OSError as exc:
+            raise PublishError(
+                f"cannot reach {where}: {exc.strerror or exc}; check the URL and that the broker runs"
+            ) from exc
+        self._client.loop_start()
+        if not self._connack.wait(self.cfg.connect_timeout_s):
+            self._stop_loop()
+            raise PublishError(
+                f"{where} did not answer within {self.cfg.connect_timeout_s:g} s "
+                "(mqtt.connect_timeout_s); is it an MQTT broker?"
+            )
+        reason = self._connack_reason
+        if reason is not None and reason.is_failure:
+            self._stop_loop()
+            raise PublishError(f"{where} refused the connection: {reason}; check the credentials")
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
+        """Queue a message with paho; returns paho's ``MQTTMessageInfo``."""
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Publish ``offline`` (retained), wait for it, and disconnect cleanly."""
+        self._closing = True
+        if self.connected:
+            info = self._client.publish(self.status_topic, b"offline", qos=self.cfg.qos, retain=True)
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                logger.warning("could not publish offline status before disconnecting")
+        self._client.disconnect()
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._client.loop_stop()
+
+    def _on_connect(
+        self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._connack_reason = reason
+        self._connack.set()
+        if reason.is_failure:
+            logger.error("MQTT broker refused the connection: %s", reason)
+            return
+        if self.connected is False and self.reconnects:
+            logger.info("reconnected to MQTT broker")
+        self.connected = True
+        for topic, qos in self._subscriptions:
+            client.subscribe(topic, qos=qos)
+        client.publish(self.status_topic, b"online", qos=self.cfg.qos, retain=True)
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if self.connected and not self._closing:
+            self.reconnects += 1
+            logger.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+        self.connected = False

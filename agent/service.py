@@ -1,0 +1,219 @@
+"""Wiring: sources -> windows -> forecasters -> publishers, run by one loop.
+
+Sources (the MQTT network thread) hand reading batches over a queue; this
+loop owns every window, forecaster and publisher, so nothing on the hot path
+takes a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Optional
+
+from agent.config import Config, StreamConfig
+from agent.errors import ModelError
+from agent.forecast import Forecaster, check_fits
+from agent.logutil import RateLimitedLog
+from agent.manifest import Bundle, read_bundle
+from agent.mqtt import MqttLink
+from agent.publish import ForecastPublisher, status_topic
+from agent.runtime import Runtime, load_runtime
+from agent.sources import MqttJsonSource, Reading
+from agent.window import REASONS, Window
+
+__all__ = ["Service", "Stream", "load_streams"]
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.1  #: How often the loop checks the clock when no reading arrives.
+SUMMARY_S = 300.0  #: How often counters are logged.
+
+
+@dataclass
+class Stream:
+    """One stream's state, owned by the loop."""
+
+    index: int
+    cfg: StreamConfig
+    bundle: Bundle
+    forecaster: Forecaster
+    window: Window
+    publisher: Optional[ForecastPublisher] = None
+    source: Optional[MqttJsonSource] = None
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    forecasts: int = 0
+
+
+def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
+    """Load each stream's bundle, check it fits the stream, and build its window.
+
+    Raises :class:`ModelError` naming the stream and the problem.
+    """
+    runtime = runtime or load_runtime()
+    streams = []
+    for i, sc in enumerate(cfg.streams):
+        try:
+            bundle = read_bundle(sc.model)
+            check_fits(bundle, sc.features, sc.name)
+            forecaster = Forecaster(bundle, runtime)
+        except ModelError as exc:
+            message = str(exc)
+            if not message.startswith(f"stream {sc.name}"):
+                message = f"stream {sc.name}: {message}"
+            raise ModelError(message) from exc
+        m = bundle.manifest
+        window = Window(
+            len(m.features),
+            m.window,
+            m.period_s,
+            max_gap_s=sc.max_gap_s,
+            resample=sc.resample,
+            close_delay_s=sc.close_delay_s,
+            max_future_s=sc.max_future_s,
+        )
+        streams.append(Stream(i, sc, bundle, forecaster, window))
+    return streams
+
+
+class Service:
+    """Runs the agent until SIGTERM/SIGINT (or :meth:`stop`)."""
+
+    def __init__(self, cfg: Config, runtime: Optional[Runtime] = None) -> None:
+        self.cfg = cfg
+        self.streams = load_streams(cfg, runtime)
+        self._queue: queue.SimpleQueue[list[Reading]] = queue.SimpleQueue()
+        prefix, device = cfg.mqtt.topic_prefix, cfg.device.id
+        self.link = MqttLink(cfg.mqtt, status_topic(prefix, device))
+        for s in self.streams:
+            m = s.bundle.manifest
+            s.publisher = ForecastPublisher(
+                self.link, device, s.cfg.name, prefix, cfg.mqtt.qos, m.targets, m.period_s
+            )
+            s.source = MqttJsonSource(s.index, s.cfg.name, m.features, s.cfg.input_topic, self._queue.put)
+            self.link.subscribe(s.cfg.input_topic, s.source.handle, qos=1)
+        self._stopping = False
+        self._log = RateLimitedLog(logger)
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from signal handlers and other threads)."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop gracefully; a second one exits at once."""
+
+        def handle(signum: int, _frame: Optional[FrameType]) -> None:
+            if self._stopping:
+                logger.warning("second signal %d: exiting without draining", signum)
+                raise SystemExit(128 + signum)
+            logger.info("signal %d: shutting down", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        """Connect, then process readings and forecast until stopped."""
+        self.link.connect()
+        names = ", ".join(f"{s.cfg.name} ({s.bundle.label})" for s in self.streams)
+        logger.info(
+            "online as %s on %s; streams: %s; runtime %s",
+            self.cfg.device.id,
+            self.cfg.mqtt.url,
+            names,
+            self.streams[0].forecaster.runtime.name,
+        )
+        next_summary = time.monotonic() + SUMMARY_S
+        try:
+            while not self._stopping:
+                try:
+                    batch = self._queue.get(timeout=TICK_S)
+                except queue.Empty:
+                    batch = None
+                now = time.time()
+                if batch is not None:
+                    self._ingest(batch, now)
+                    self._drain(now, limit=1000)
+                self._tick(now)
+                if time.monotonic() >= next_summary:
+                    self.log_summary()
+                    next_summary = time.monotonic() + SUMMARY_S
+            self._drain(time.time(), limit=None)
+        finally:
+            self.log_summary()
+            self.link.close()
+
+    def _drain(self, now: float, limit: Optional[int]) -> None:
+        count = 0
+        while limit is None or count < limit:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._ingest(batch, now)
+            count += 1
+
+    def _ingest(self, batch: list[Reading], now: float) -> None:
+        for reading in batch:
+            stream = self.streams[reading.stream]
+            result = stream.window.add(reading.feature, reading.ts, reading.value, now)
+            if result < 0:
+                reason = REASONS[result]
+                stream.rejected[reason] = stream.rejected.get(reason, 0) + 1
+                self._log.warning(
+                    f"{stream.cfg.name}:{reason}",
+                    "stream %s: rejected a %s reading (%s)",
+                    stream.cfg.name,
+                    stream.bundle.manifest.features[reading.feature],
+                    reason,
+                )
+                continue
+            stream.accepted += 1
+            if result and stream.window.ready:
+                self._forecast(stream)
+
+    def _tick(self, now: float) -> None:
+        for stream in self.streams:
+            if stream.window.close_due(now) and stream.window.ready:
+                self._forecast(stream)
+
+    def _forecast(self, stream: Stream) -> None:
+        window = stream.window
+        values = stream.forecaster.predict(window.view())
+        assert window.closed_through is not None and stream.publisher is not None
+        window_end = window.closed_through * window.period_s
+        stream.publisher.publish(stream.bundle.label, window_end, values)
+        stream.forecasts += 1
+
+    def counters(self) -> dict[str, Any]:
+        """Per-stream counters, for logs and tests."""
+        out: dict[str, Any] = {}
+        for s in self.streams:
+            rejected = dict(s.rejected)
+            if s.source is not None:
+                for reason, n in s.source.rejected.items():
+                    rejected[reason] = rejected.get(reason, 0) + n
+            out[s.cfg.name] = {
+                "accepted": s.accepted,
+                "rejected": rejected,
+                "forecasts": s.forecasts,
+                "gaps": s.window.gaps,
+            }
+        return out
+
+    def log_summary(self) -> None:
+        """Log the counters at info level."""
+        for name, c in self.counters().items():
+            logger.info(
+                "stream %s: %d readings accepted, rejected %s, %d forecasts, %d gaps",
+                name,
+                c["accepted"],
+                c["rejected"] or "none",
+                c["forecasts"],
+                c["gaps"],
+            )

@@ -1,0 +1,209 @@
+"""Rolling windows on a model's period grid.
+
+Readings arrive whenever sensors send them; a model wants one row per
+period. A :class:`Window` resamples each stream onto the grid of slots
+``[k * period, (k + 1) * period)``, labelled by their start time, and keeps the
+last ``length`` rows in a preallocated ring.
+
+Resampling policy (per stream, documented in the README):
+
+* ``mean``: a slot's value for a feature is the mean of that feature's
+  readings in the slot; ``last`` takes the latest one.
+* A slot closes when a reading for a later slot arrives, or ``close_delay_s``
+  after its end by the wall clock (so a forecast does not wait a whole period
+  for the next reading).
+* A slot with no reading for a feature carries that feature's last value
+  forward while the gap since its last reading is at most ``max_gap_s``;
+  beyond that the window is emptied (a *gap*) instead of inventing data.
+* Readings that are not finite, too far in the future, duplicate, out of
+  order or for an already closed slot are rejected with a reason code.
+
+Appending is O(1) and allocation-free: the ring is stored twice over
+(``2 * length`` rows), so the window is always one contiguous view.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+__all__ = [
+    "REASONS",
+    "REJECT_DUPLICATE",
+    "REJECT_FUTURE",
+    "REJECT_LATE",
+    "REJECT_NONFINITE",
+    "REJECT_OUT_OF_ORDER",
+    "Window",
+]
+
+REJECT_NONFINITE = -1
+REJECT_FUTURE = -2
+REJECT_DUPLICATE = -3
+REJECT_OUT_OF_ORDER = -4
+REJECT_LATE = -5
+
+#: Reason names by reject code, as counted and logged.
+REASONS = {
+    REJECT_NONFINITE: "non_finite",
+    REJECT_FUTURE: "future",
+    REJECT_DUPLICATE: "duplicate",
+    REJECT_OUT_OF_ORDER: "out_of_order",
+    REJECT_LATE: "late",
+}
+
+
+class Window:
+    """The last ``length`` resampled rows of one stream's ``n_features`` features."""
+
+    def __init__(
+        self,
+        n_features: int,
+        length: int,
+        period_s: float,
+        *,
+        max_gap_s: Optional[float] = None,
+        resample: str = "mean",
+        close_delay_s: Optional[float] = None,
+        max_future_s: Optional[float] = None,
+    ) -> None:
+        if n_features < 1 or length < 1 or not period_s > 0:
+            raise ValueError("n_features, length and period_s must be positive")
+        if resample not in ("mean", "last"):
+            raise ValueError("resample must be 'mean' or 'last'")
+        self.n_features = n_features
+        self.length = length
+        self.period_s = float(period_s)
+        #: Longest time a feature's last value is carried forward, in seconds.
+        self.max_gap_s = 3 * self.period_s if max_gap_s is None else float(max_gap_s)
+        #: Wall-clock delay after a slot's end before it closes without a later reading (s).
+        self.close_delay_s = (
+            min(2.0, self.period_s / 2) if close_delay_s is None else float(close_delay_s)
+        )
+        #: How far ahead of the local clock a reading's timestamp may be (s).
+        self.max_future_s = (
+            max(60.0, 2 * self.period_s) if max_future_s is None else float(max_future_s)
+        )
+        self._mean = resample == "mean"
+        self._rows = np.zeros((2 * length, n_features), dtype=np.float32)
+        self._next = 0  # ring index the next row is written to
+        self.filled = 0  # rows in the window, up to ``length``
+        self._open: Optional[int] = None  # slot being accumulated
+        self.closed_through: Optional[int] = None  # last slot closed
+        self._sum = np.zeros(n_features, dtype=np.float64)
+        self._count = np.zeros(n_features, dtype=np.int64)
+        self._last = np.full(n_features, np.nan, dtype=np.float64)
+        self._last_slot = np.full(n_features, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        self._last_ts = np.full(n_features, -np.inf, dtype=np.float64)
+        self._row = np.zeros(n_features, dtype=np.float64)
+        self._has = np.zeros(n_features, dtype=bool)
+        self._max_carry = int(math.floor(self.max_gap_s / self.period_s + 1e-9))
+        #: Times the window was emptied because a gap exceeded ``max_gap_s``.
+        self.gaps = 0
+
+    @property
+    def ready(self) -> bool:
+        """True when the window holds ``length`` rows."""
+        return self.filled >= self.length
+
+    @property
+    def end_slot(self) -> Optional[int]:
+        """Slot index of the newest row, or None before the first row."""
+        return self.closed_through if self.filled else None
+
+    def view(self) -> np.ndarray:
+        """The window, oldest row first, as a ``(length, n_features)`` view (no copy).
+
+        Valid until the next append; only meaningful when :attr:`ready`.
+        """
+        return self._rows[self._next : self._next + self.length]
+
+    def add(self, feature: int, ts: float, value: float, now: float) -> int:
+        """Add one reading; return the number of rows appended, or a negative reject code.
+
+        ``ts`` and ``now`` are Unix seconds; ``now`` is the local wall clock.
+        """
+        if not (math.isfinite(value) and math.isfinite(ts)):
+            return REJECT_NONFINITE
+        if ts > now + self.max_future_s:
+            return REJECT_FUTURE
+        last_ts = self._last_ts[feature]
+        if ts <= last_ts:
+            return REJECT_DUPLICATE if ts == last_ts else REJECT_OUT_OF_ORDER
+        slot = int(ts // self.period_s)
+        if self.closed_through is not None and slot <= self.closed_through:
+            return REJECT_LATE
+        appended = 0
+        if self._open is None:
+            if self.closed_through is not None and slot > self.closed_through + 1:
+                appended = self._fill_empty(self.closed_through + 1, slot - 1)
+            self._open = slot
+        elif slot > self._open:
+            appended = self._close(self._open)
+            if slot > self._open + 1:
+                appended += self._fill_empty(self._open + 1, slot - 1)
+            self._open = slot
+        if self._mean:
+            self._sum[feature] += value
+            self._count[feature] += 1
+        else:
+            self._sum[feature] = value
+            self._count[feature] = 1
+        self._last_ts[feature] = ts
+        return appended
+
+    def close_due(self, now: float) -> int:
+        """Close the open slot if the wall clock is ``close_delay_s`` past its end.
+
+        Returns the number of rows appended (0 or 1).
+        """
+        if self._open is None or now < (self._open + 1) * self.period_s + self.close_delay_s:
+            return 0
+        appended = self._close(self._open)
+        self._open = None
+        return appended
+
+    def reset(self) -> None:
+        """Empty the window (the rows, not the per-feature history)."""
+        self.filled = 0
+
+    def _close(self, slot: int) -> int:
+        """Turn the accumulated readings of ``slot`` into a row (carrying as allowed)."""
+        np.greater(self._count, 0, out=self._has)
+        if self._has.any():
+            np.divide(self._sum, np.maximum(self._count, 1), out=self._row)
+            np.copyto(self._last, self._row, where=self._has)
+            self._last_slot[self._has] = slot
+        self._sum.fill(0.0)
+        self._count.fill(0)
+        self.closed_through = slot
+        return self._append_carried(slot)
+
+    def _fill_empty(self, first: int, last: int) -> int:
+        """Close slots ``first..last`` that got no reading at all."""
+        appended = 0
+        if last - first + 1 > self._max_carry + 1:
+            # Longer than any carry allows: skip straight to the end.
+            first = last
+        for slot in range(first, last + 1):
+            self.closed_through = slot
+            appended += self._append_carried(slot)
+        return appended
+
+    def _append_carried(self, slot: int) -> int:
+        """Append ``_last`` as the row for ``slot`` unless a feature is stale."""
+        age = (slot - self._last_slot) * self.period_s
+        if (age > self.max_gap_s + 1e-9).any() or np.isnan(self._last).any():
+            if self.filled:
+                self.gaps += 1
+            self.filled = 0
+            return 0
+        i = self._next
+        self._rows[i] = self._last
+        self._rows[i + self.length] = self._last
+        self._next = (i + 1) % self.length
+        if self.filled < self.length:
+            self.filled += 1
+        return 1

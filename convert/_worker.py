@@ -1,0 +1,98 @@
+"""Child process that runs one TFLite conversion.
+
+TensorFlow's converter can crash the whole process (full-int8 calibration of
+a Keras 3 recurrent loop segfaults) and carries state between conversions in
+one process (we saw a float32 model disagree with Keras after other models
+had been built). So every conversion runs here, in a fresh interpreter, and
+the parent turns a crash into a message. Usage: ``python -m convert._worker SPEC.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ERROR_PREFIX = "sensorcast-convert-error: "
+
+
+def export_clone(model: Any, window: int, n_features: int, unroll: bool) -> Any:
+    """Rebuild ``model`` with a fixed batch of 1 (and unrolled recurrences if asked).
+
+    A static shape avoids TensorList ops the converter cannot lower; an
+    unrolled recurrence has no WHILE loop, which full-int8 calibration needs.
+    """
+    import keras
+
+    def clone_layer(layer: Any) -> Any:
+        config = layer.get_config()
+        if unroll and isinstance(layer, keras.layers.RNN):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    inputs = keras.Input(batch_shape=(1, window, n_features), dtype="float32")
+    clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def convert(spec: dict[str, Any]) -> bytes:
+    """Convert the model named in ``spec`` to TFLite bytes in ``spec['mode']``."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    mode = spec["mode"]
+    window, n_features = spec["window"], spec["n_features"]
+    model = keras.models.load_model(spec["model"], compile=False)
+    clone = export_clone(model, window, n_features, unroll=mode == "int8")
+    saved = Path(spec["workdir"]) / f"saved_{mode}"
+    clone.export(
+        str(saved),
+        format="tf_saved_model",
+        verbose=False,
+        input_signature=[tf.TensorSpec((1, window, n_features), tf.float32)],
+    )
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        calib = np.load(spec["calibration"]).astype(np.float32)
+
+        def representative() -> Any:
+            for i in range(len(calib)):
+                yield [calib[i : i + 1]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if spec.get("int8_io"):
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    result: bytes = converter.convert()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("SENSORCAST_TEST_CRASH_CONVERTER") == spec["mode"]:
+        # Test hook: a real crash of this process, to test the parent's handling.
+        import ctypes
+
+        ctypes.string_at(0)
+    try:
+        data = convert(spec)
+    except Exception as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = lines[-1] if lines else type(exc).__name__
+        print(f"{ERROR_PREFIX}{type(exc).__name__}: {detail}", file=sys.stderr)
+        return 1
+    Path(spec["output"]).write_bytes(data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,186 @@
+"""Read calibration data and normalization, and cut them into model windows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from agent.manifest import Norm
+from convert import ConvertError
+
+__all__ = [
+    "TIME_COLUMNS",
+    "Calibration",
+    "load_calibration",
+    "read_csv",
+    "read_norm",
+    "synthetic_windows",
+]
+
+#: Column names taken as timestamps, not features.
+TIME_COLUMNS = ("ts", "time", "timestamp", "date", "datetime")
+#: At most this many windows are used for calibration and for evaluation each.
+MAX_WINDOWS = 512
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Windows in reading units, split chronologically."""
+
+    calibrate: np.ndarray  #: (n, window, features) windows for int8 calibration.
+    evaluate: np.ndarray  #: (n, window, features) held-out windows to measure error on.
+    data: str  #: "calibration" or "synthetic".
+    target_std: Optional[np.ndarray]  #: Std of each target in the data, target units.
+    period_s: Optional[float]  #: Median timestamp step, if the CSV had a time column.
+
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray, Optional[np.ndarray]]:
+    """Read a CSV with a header; return (columns, values, timestamps or None)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError as exc:
+        raise ConvertError(f"calibration {path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConvertError(f"calibration {path}: cannot read it ({exc})") from exc
+    if len(rows) < 2:
+        raise ConvertError(f"calibration {path}: needs a header line and data rows")
+    header = [h.strip() for h in rows[0]]
+    time_col = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
+    columns = [h for i, h in enumerate(header) if i != time_col]
+    values = np.empty((len(rows) - 1, len(columns)), dtype=np.float64)
+    stamps = np.empty(len(rows) - 1, dtype=np.float64) if time_col is not None else None
+    for r, row in enumerate(rows[1:]):
+        if len(row) != len(header):
+            raise ConvertError(
+                f"calibration {path}: line {r + 2} has {len(row)} fields, the header {len(header)}"
+            )
+        c = 0
+        for i, field in enumerate(row):
+            try:
+                number = float(field)
+            except ValueError:
+                if i == time_col:
+                    raise ConvertError(
+                        f"calibration {path}: line {r + 2}: time {field!r} is not Unix seconds"
+                    ) from None
+                raise ConvertError(
+                    f"calibration {path}: line {r + 2}: {header[i]} = {field!r} is not a number"
+                ) from None
+            if i == time_col:
+                assert stamps is not None
+                stamps[r] = number
+            else:
+                values[r, c] = number
+                c += 1
+    return columns, values, stamps
+
+
+def read_norm(path: Path, needed: list[str]) -> dict[str, Norm]:
+    """Read ``{"<column>": {"mean": m, "std": s}}`` and check it covers ``needed``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConvertError(f"norm {path}: file not found") from exc
+    except (OSError, ValueError) as exc:
+        raise ConvertError(f"norm {path}: not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConvertError(f'norm {path}: expected {{"<column>": {{"mean": m, "std": s}}}}')
+    norm = {}
+    for name in needed:
+        entry = data.get(name)
+        if not isinstance(entry, dict):
+            raise ConvertError(f"norm {path}: no entry for column {name!r}")
+        try:
+            mean, std = float(entry["mean"]), float(entry["std"])
+        except (KeyError, TypeError, ValueError):
+            raise ConvertError(f"norm {path}: {name} needs numeric mean and std") from None
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ConvertError(f"norm {path}: {name} needs a finite mean and a std > 0")
+        norm[name] = Norm(mean=mean, std=std)
+    return norm
+
+
+def load_calibration(
+    path: Path, features: list[str], targets: list[str], window: int
+) -> Calibration:
+    """Cut a CSV (or a .npy of windows) into calibration and held-out windows.
+
+    The first 80 % of the windows calibrate int8, the last 20 % measure error
+    (with fewer than 10 windows, all are used for both).
+    """
+    period = None
+    target_std = None
+    if path.suffix == ".npy":
+        try:
+            windows = np.load(path, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError) as exc:
+            raise ConvertError(f"calibration {path}: not a readable .npy array ({exc})") from exc
+        if windows.ndim != 3 or windows.shape[1:] != (window, len(features)):
+            raise ConvertError(
+                f"calibration {path}: array shape {windows.shape} is not "
+                f"(n, {window}, {len(features)}) windows"
+            )
+        t_idx = [features.index(t) for t in targets if t in features]
+        if len(t_idx) == len(targets):
+            target_std = windows[:, -1, t_idx].std(axis=0)
+    else:
+        columns, values, stamps = read_csv(path)
+        missing = [f for f in features if f not in columns]
+        if missing:
+            raise ConvertError(
+                f"calibration {path}: no column {', '.join(missing)} (it has {', '.join(columns)}); "
+                "name the model's features with --features"
+            )
+        if values.shape[0] < window:
+            raise ConvertError(
+                f"calibration {path}: {values.shape[0]} rows is fewer than one window of {window}"
+            )
+        x = values[:, [columns.index(f) for f in features]]
+        windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=0).transpose(0, 2, 1)
+        present = [t for t in targets if t in columns]
+        if len(present) == len(targets):
+            target_std = values[:, [columns.index(t) for t in targets]].std(axis=0)
+        if stamps is not None and len(stamps) > 1:
+            period = float(np.median(np.diff(stamps)))
+    if not np.isfinite(windows).all():
+        raise ConvertError(f"calibration {path}: contains NaN or infinite values; clean them first")
+    n = len(windows)
+    if n < 10:
+        calib, held = windows, windows
+    else:
+        split = int(n * 0.8)
+        calib, held = windows[:split], windows[split:]
+    return Calibration(
+        calibrate=_thin(calib),
+        evaluate=_thin(held),
+        data="calibration",
+        target_std=target_std,
+        period_s=period,
+    )
+
+
+def synthetic_windows(
+    window: int, features: list[str], norm: dict[str, Norm], n: int = 64
+) -> Calibration:
+    """Random windows (standard normal in the model's input units) when no data is given."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((n, window, len(features)))
+    if norm:
+        mean = np.array([norm[f].mean for f in features])
+        std = np.array([norm[f].std for f in features])
+        z = z * std + mean
+    return Calibration(calibrate=z, evaluate=z, data="synthetic", target_std=None, period_s=None)
+
+
+def _thin(windows: np.ndarray) -> np.ndarray:
+    if len(windows) <= MAX_WINDOWS:
+        return np.ascontiguousarray(windows)
+    idx = np.linspace(0, len(windows) - 1, MAX_WINDOWS).round().astype(int)
+    return np.ascontiguousarray(windows[idx])
