@@ -170,6 +170,8 @@ def _info(args: argparse.Namespace) -> int:
     lines.append(f"versions:      {versions}")
     if m.created:
         lines.append(f"created:       {m.created}")
+    for warning in m.warnings:
+        lines.append(f"warning:       {warning}")
     print("\n".join(lines))
     return 0
 

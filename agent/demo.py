@@ -93,7 +93,11 @@ class MosquittoBroker:
     def find() -> Optional[str]:
         """Path of the system's mosquitto, if installed (it lives in /usr/sbin on Debian)."""
         return shutil.which("mosquitto") or next(
-            (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
+            (
+                p
+                for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+                if os.access(p, os.X_OK)
+            ),
             None,
         )
 
@@ -152,7 +156,9 @@ class EmbeddedBroker:
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
 
         async def create() -> Any:
@@ -201,7 +207,9 @@ def run_demo(broker: str = "auto", forecasts: int = 5, model_dir: Path = DEMO_DI
     m = bundle.manifest
     binary = MosquittoBroker.find()
     if broker == "mosquitto" and binary is None:
-        raise SensorcastError("--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)")
+        raise SensorcastError(
+            "--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)"
+        )
     srv: Any
     if binary and broker != "embedded":
         srv = MosquittoBroker(binary)
@@ -261,7 +269,9 @@ def run_demo(broker: str = "auto", forecasts: int = 5, model_dir: Path = DEMO_DI
         pub.loop_start()
         print(f"sensor: publishing {n} readings to sensors/room (one per {m.period_s:g} s of data)")
         for ts, temp, hum in rows[:n]:
-            payload = json.dumps({"ts": ts, "temperature": round(temp, 2), "humidity": round(hum, 1)})
+            payload = json.dumps(
+                {"ts": ts, "temperature": round(temp, 2), "humidity": round(hum, 1)}
+            )
             pub.publish("sensors/room", payload, qos=1).wait_for_publish(5)
             time.sleep(0.02)
         with got:
@@ -284,10 +294,19 @@ def run_demo(broker: str = "auto", forecasts: int = 5, model_dir: Path = DEMO_DI
                 f"in {len(f['steps']) * f['period_s'] / 60:.0f} min {last:.2f}{actual_txt}"
             )
         agent_proc.send_signal(signal.SIGTERM)
-        agent_proc.wait(20)
+        try:
+            agent_proc.wait(20)
+        except subprocess.TimeoutExpired:
+            tail = agent_log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise SensorcastError(
+                f"the agent did not stop within 20 s of SIGTERM: {tail}"
+            ) from None
         with got:
             got.wait_for(lambda: statuses and statuses[-1] == "offline", timeout=10)
-        print(f"agent:  {statuses[-1] if statuses else 'no status'} (exit code {agent_proc.returncode})")
+        print(
+            f"agent:  {statuses[-1] if statuses else 'no status'} "
+            f"(exit code {agent_proc.returncode})"
+        )
         print("\nagent log:")
         for line in agent_log.read_text(errors="replace").splitlines():
             print(f"  {line}")

@@ -82,6 +82,7 @@ class Manifest:
     source_name: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    warnings: tuple[str, ...] = ()  #: What the converter noticed (e.g. a mode that did nothing).
     format: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -89,6 +90,7 @@ class Manifest:
         data = asdict(self)
         data["features"] = list(self.features)
         data["targets"] = list(self.targets)
+        data["warnings"] = list(self.warnings)
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -109,9 +111,9 @@ def _want(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
     value = data[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ModelError(f"manifest field {where}{key} must be {kind.__name__}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ModelError(f"manifest field {where}{key} must be finite")
     return value
 
@@ -195,8 +197,11 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
         accuracy=accuracy,
         source_sha256=str(data.get("source_sha256", "")),
         source_name=str(data.get("source_name", "")),
-        versions={str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {},
+        versions={str(k): str(v) for k, v in versions.items()}
+        if isinstance(versions, dict)
+        else {},
         created=str(data.get("created", "")),
+        warnings=tuple(str(w) for w in data.get("warnings") or () if isinstance(w, str)),
         format=fmt,
     )
 
@@ -233,7 +238,14 @@ def read_manifest_bytes(model: bytes) -> Optional[bytes]:
             if data is None:
                 return b""
             return bytes(model[data[0] : data[0] + data[1]])
-    except (IndexError, UnicodeDecodeError, ValueError, OverflowError, struct.error) as exc:
+    except (
+        IndexError,
+        TypeError,
+        UnicodeDecodeError,
+        ValueError,
+        OverflowError,
+        struct.error,
+    ) as exc:
         raise ModelError(f"TFLite flatbuffer is damaged ({exc})") from exc
     return None
 
@@ -296,4 +308,6 @@ def read_bundle(path: Path) -> Bundle:
         manifest = Manifest.from_json(raw.decode("utf-8", errors="replace"))
     except ModelError as exc:
         raise ModelError(f"model {path}: {exc}") from exc
-    return Bundle(path=path, manifest=manifest, model=model, sha256=hashlib.sha256(model).hexdigest())
+    return Bundle(
+        path=path, manifest=manifest, model=model, sha256=hashlib.sha256(model).hexdigest()
+    )

@@ -53,7 +53,7 @@ class MqttLink:
         """Route messages on ``topic`` to ``handler``; call before :meth:`connect`."""
 
         def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-            handler(msg.payload, time.time())
+            handler(bytes(msg.payload), time.time())
 
         self._client.message_callback_add(topic, on_message)
         self._subscriptions.append((topic, qos))
@@ -69,7 +69,8 @@ class MqttLink:
             self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         except OSError as exc:
             raise PublishError(
-                f"cannot reach {where}: {exc.strerror or exc}; check the URL and that the broker runs"
+                f"cannot reach {where}: {exc.strerror or exc}; "
+                "check the URL and that the broker runs"
             ) from exc
         self._client.loop_start()
         if not self._connack.wait(self.cfg.connect_timeout_s):
@@ -91,7 +92,9 @@ class MqttLink:
         """Publish ``offline`` (retained), wait for it, and disconnect cleanly."""
         self._closing = True
         if self.connected:
-            info = self._client.publish(self.status_topic, b"offline", qos=self.cfg.qos, retain=True)
+            info = self._client.publish(
+                self.status_topic, b"offline", qos=self.cfg.qos, retain=True
+            )
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):

@@ -95,7 +95,9 @@ class Service:
             s.publisher = ForecastPublisher(
                 self.link, device, s.cfg.name, prefix, cfg.mqtt.qos, m.targets, m.period_s
             )
-            s.source = MqttJsonSource(s.index, s.cfg.name, m.features, s.cfg.input_topic, self._queue.put)
+            s.source = MqttJsonSource(
+                s.index, s.cfg.name, m.features, s.cfg.input_topic, self._queue.put
+            )
             self.link.subscribe(s.cfg.input_topic, s.source.handle, qos=1)
         self._stopping = False
         self._log = RateLimitedLog(logger)
@@ -103,6 +105,9 @@ class Service:
     def stop(self) -> None:
         """Ask the loop to finish (safe from signal handlers and other threads)."""
         self._stopping = True
+        # Wake the loop: SimpleQueue.put is reentrant (safe in a signal handler), and a
+        # get() interrupted by a signal was seen to miss its timeout and block for good.
+        self._queue.put([])
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop gracefully; a second one exits at once."""

@@ -99,7 +99,7 @@ class Window:
         self._last_ts = np.full(n_features, -np.inf, dtype=np.float64)
         self._row = np.zeros(n_features, dtype=np.float64)
         self._has = np.zeros(n_features, dtype=bool)
-        self._max_carry = int(math.floor(self.max_gap_s / self.period_s + 1e-9))
+        self._max_carry = math.floor(self.max_gap_s / self.period_s + 1e-9)
         #: Times the window was emptied because a gap exceeded ``max_gap_s``.
         self.gaps = 0
 

@@ -135,7 +135,8 @@ def load_calibration(
         missing = [f for f in features if f not in columns]
         if missing:
             raise ConvertError(
-                f"calibration {path}: no column {', '.join(missing)} (it has {', '.join(columns)}); "
+                f"calibration {path}: no column {', '.join(missing)} "
+                f"(it has {', '.join(columns)}); "
                 "name the model's features with --features"
             )
         if values.shape[0] < window:

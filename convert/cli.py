@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         help="CSV with a header naming the features (or .npy of windows); int8 needs it",
     )
     p.add_argument("--features", help="the model's input features in order, comma-separated")
-    p.add_argument("--targets", help="the model's output targets in order (default: first features)")
+    p.add_argument(
+        "--targets", help="the model's output targets in order (default: first features)"
+    )
     p.add_argument("--period", type=float, help="sampling period the model was trained on, seconds")
     p.add_argument("--norm", type=Path, help='JSON {"<column>": {"mean": m, "std": s}, ...}')
     p.add_argument(
@@ -132,6 +134,9 @@ def convert_model(args: argparse.Namespace) -> Path:
         args.model, args.quantize, shape.window, shape.n_features, calib_inputs, args.int8_io
     )
     draft = _with_tensor_quant(draft, tflite)
+    warnings = mode_warnings(args.quantize, tflite)
+    for warning in warnings:
+        print(f"sensorcast convert: warning: {warning}", file=sys.stderr)
     expected = keras_forecast(model, data.evaluate, draft)
     agreement = measure(tflite, draft, data.evaluate, expected, _target_scale(data, draft))
     bound_mae, bound_max = BOUNDS[args.quantize]
@@ -149,6 +154,7 @@ def convert_model(args: argparse.Namespace) -> Path:
     manifest = Manifest(
         **{
             **draft.__dict__,
+            "warnings": tuple(warnings),
             "accuracy": Accuracy(
                 mae=agreement.mae,
                 max_abs=agreement.max_abs,
@@ -192,7 +198,8 @@ def _model_inputs(windows: np.ndarray, manifest: Manifest) -> np.ndarray:
         return windows.astype(np.float32)
     mean = np.array([norm[f].mean for f in manifest.features])
     std = np.array([norm[f].std for f in manifest.features])
-    return ((windows - mean) / std).astype(np.float32)
+    normalized: np.ndarray = ((windows - mean) / std).astype(np.float32)
+    return normalized
 
 
 def _target_scale(data: Calibration, manifest: Manifest) -> Optional[np.ndarray]:
@@ -216,6 +223,38 @@ def _with_tensor_quant(manifest: Manifest, tflite: bytes) -> Manifest:
             else TensorQuant(dtype=dtype)
         )
     return Manifest(**{**manifest.__dict__, "input": quants[0], "output": quants[1]})
+
+
+def tensor_types(tflite: bytes) -> set[str]:
+    """Types of every tensor in the flatbuffer, constants included (``float32``, ``int8``...)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if k.isupper()}
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
+    return {names.get(t.type, str(t.type)) for g in model.subgraphs for t in g.tensors}
+
+
+def mode_warnings(mode: str, tflite: bytes) -> list[str]:
+    """Check the converted model really is what ``mode`` promises; say so when not.
+
+    The converter skips weight tensors under 1024 elements for float16 and
+    dynamic-range quantization, so a small model can come out unchanged.
+    """
+    types = tensor_types(tflite)
+    if mode == "float16" and "float16" not in types:
+        return [
+            "float16 left every weight in float32 (the converter skips small tensors); "
+            "the bundle is effectively float32"
+        ]
+    if mode == "dynamic" and "int8" not in types:
+        return [
+            "dynamic-range quantization left every weight in float32 (the converter skips "
+            "tensors under 1024 elements); the bundle is effectively float32"
+        ]
+    if mode == "int8" and "int8" not in types:
+        return ["int8 produced no int8 tensor; the bundle is not integer-quantized"]
+    return []
 
 
 def _versions() -> dict[str, str]:

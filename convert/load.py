@@ -80,4 +80,6 @@ def model_shape(model: Any, path: Path) -> ModelShape:
             f"model {path}: output shape {out_shape} is not (batch, horizon) or "
             "(batch, horizon, targets)"
         )
-    return ModelShape(window=in_shape[1], n_features=in_shape[2], horizon=horizon, n_targets=targets)
+    return ModelShape(
+        window=in_shape[1], n_features=in_shape[2], horizon=horizon, n_targets=targets
+    )

@@ -62,8 +62,7 @@ def convert_in_child(
             proc = subprocess.run(
                 [sys.executable, "-m", "convert._worker", str(work / "spec.json")],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                capture_output=True,
                 env=env,
                 timeout=CONVERT_TIMEOUT_S,
                 check=False,

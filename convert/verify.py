@@ -43,9 +43,7 @@ class Agreement:
         return self.max_abs / self.scale
 
 
-def keras_forecast(
-    model: Any, windows: np.ndarray, manifest: Manifest
-) -> np.ndarray:
+def keras_forecast(model: Any, windows: np.ndarray, manifest: Manifest) -> np.ndarray:
     """Keras predictions for raw windows, de-normalized: ``(n, horizon, targets)``."""
     norm = manifest.normalization
     x = windows.astype(np.float64)

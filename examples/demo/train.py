@@ -63,9 +63,10 @@ def main() -> int:
         callbacks=[keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)],
         verbose=2,
     )
-    loss, mae = model.evaluate(x_val, y_val, verbose=0)
+    _, mae = model.evaluate(x_val, y_val, verbose=0)
     print(f"validation MAE {mae * std[0]:.3f} °C")
     model.save(HERE / "room.keras")
+    write_golden(model, held, mean, std)
     return subprocess.call(
         [
             sys.executable, "-m", "agent", "convert", str(HERE / "room.keras"),
@@ -78,6 +79,15 @@ def main() -> int:
             "--period", str(DEMO_PERIOD_S),
         ]
     )  # fmt: skip
+
+
+def write_golden(model: object, held: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """Keras forecasts for 32 held-out windows, in °C: the bundle's golden test data."""
+    starts = np.linspace(0, len(held) - WINDOW, 32).astype(int)
+    windows = np.stack([held[s : s + WINDOW, 1:] for s in starts])
+    z = ((windows - mean) / std).astype("float32")
+    forecast = model.predict(z, verbose=0) * std[0] + mean[0]  # type: ignore[attr-defined]
+    np.savez(HERE / "golden.npz", windows=windows, forecast=forecast[..., None])
 
 
 if __name__ == "__main__":

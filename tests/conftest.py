@@ -1,0 +1,117 @@
+"""Shared fixtures: a real Mosquitto, the shipped demo bundle, helpers to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from agent.demo import DEMO_DIR, MosquittoBroker
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_tool(what: str) -> None:
+    """Fail in CI (the tool must be installed there), skip elsewhere, with one message."""
+    if IN_CI:
+        pytest.fail(f"{what} (CI=true: .ci/run must install it)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[MosquittoBroker]:
+    """The system's mosquitto on a free loopback port for the whole session."""
+    binary = MosquittoBroker.find()
+    if binary is None:
+        missing_tool("mosquitto is not installed: apt-get install mosquitto")
+    assert binary is not None
+    broker = MosquittoBroker(binary)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique topic root per test, so tests sharing the broker never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO_DIR
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``sensorcast ARGS`` in a fresh interpreter, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        **kwargs,
+    )
+
+
+class Subscriber:
+    """A real MQTT client collecting messages on a topic filter."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "subscription not acknowledged"
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float = 30
+    ) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.messages), timeout=timeout)
+
+    def payloads(self, suffix: str) -> list[bytes]:
+        with self._cond:
+            return [p for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def subscriber_factory() -> Iterator[Callable[[int, str], Subscriber]]:
+    made: list[Subscriber] = []
+
+    def make(port: int, topic: str) -> Subscriber:
+        sub = Subscriber(port, topic)
+        made.append(sub)
+        return sub
+
+    yield make
+    for sub in made:
+        sub.close()

@@ -1,0 +1,118 @@
+"""The rolling window: grid slots, resampling, carry-forward, gaps, rejects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.window import (
+    REJECT_DUPLICATE,
+    REJECT_FUTURE,
+    REJECT_LATE,
+    REJECT_NONFINITE,
+    REJECT_OUT_OF_ORDER,
+    Window,
+)
+
+P = 60.0
+NOW = 1e9  # any wall clock well after the readings used here
+
+
+def feed(w: Window, rows: list[tuple[float, list[float]]]) -> list[int]:
+    out = []
+    for ts, values in rows:
+        for f, v in enumerate(values):
+            out.append(w.add(f, ts, v, NOW))
+    return out
+
+
+def test_one_reading_per_period_fills_the_window_in_order() -> None:
+    w = Window(2, 3, P)
+    feed(w, [(i * P, [i, 10 * i]) for i in range(4)])
+    assert w.filled == 3  # the fourth slot is still open
+    assert w.ready
+    np.testing.assert_array_equal(w.view(), [[0, 0], [1, 10], [2, 20]])
+    assert w.closed_through == 2
+
+
+def test_open_slot_closes_by_the_wall_clock_after_the_delay() -> None:
+    w = Window(1, 2, P, close_delay_s=2.0)
+    w.add(0, 0.0, 1.0, now=1.0)
+    w.add(0, 60.0, 2.0, now=61.0)
+    assert w.filled == 1
+    assert w.close_due(now=121.9) == 0  # slot [60,120) ends at 120, +2 s delay
+    assert w.close_due(now=122.0) == 1
+    np.testing.assert_array_equal(w.view(), [[1.0], [2.0]])
+    assert w.add(0, 119.0, 5.0, now=130.0) in (REJECT_LATE, REJECT_OUT_OF_ORDER)
+
+
+def test_mean_and_last_resampling() -> None:
+    for policy, expected in (("mean", 2.0), ("last", 3.0)):
+        w = Window(1, 1, P, resample=policy)
+        feed(w, [(0, [1.0]), (20, [2.0]), (40, [3.0]), (60, [9.0])])
+        assert w.view()[0, 0] == expected, policy
+
+
+def test_short_gap_carries_last_value_forward() -> None:
+    w = Window(1, 4, P, max_gap_s=2 * P)
+    feed(w, [(0, [1.0]), (60, [2.0]), (240, [5.0]), (300, [6.0])])
+    # slots 2 and 3 had no reading: 2.0 carried forward (gap of 2 periods is allowed)
+    np.testing.assert_array_equal(w.view()[:, 0], [2.0, 2.0, 2.0, 5.0])
+    assert w.gaps == 0
+
+
+def test_long_gap_empties_the_window_instead_of_inventing_data() -> None:
+    w = Window(1, 3, P, max_gap_s=P)
+    feed(w, [(i * P, [float(i)]) for i in range(4)])
+    assert w.ready
+    feed(w, [(10 * P, [10.0]), (11 * P, [11.0])])
+    assert w.gaps == 1
+    assert w.filled == 1  # only slot 10 since the gap
+    assert not w.ready
+
+
+def test_huge_gap_is_cheap() -> None:
+    w = Window(1, 3, P)
+    feed(w, [(0, [1.0]), (60, [1.0])])
+    feed(w, [(60 * 1e7, [2.0]), (60 * 1e7 + 60, [2.0])])  # ten million periods later
+    assert w.filled == 1 and w.gaps == 1
+
+
+def test_a_feature_never_seen_keeps_the_window_empty() -> None:
+    w = Window(2, 2, P)
+    for i in range(5):
+        w.add(0, i * P, 1.0, NOW)
+    assert w.filled == 0
+
+
+def test_rejects_are_classified() -> None:
+    w = Window(1, 2, P, max_future_s=100)
+    assert w.add(0, 0.0, float("nan"), NOW) == REJECT_NONFINITE
+    assert w.add(0, float("inf"), 1.0, NOW) == REJECT_NONFINITE
+    assert w.add(0, NOW + 101, 1.0, NOW) == REJECT_FUTURE
+    assert w.add(0, 100.0, 1.0, NOW) == 0
+    assert w.add(0, 100.0, 2.0, NOW) == REJECT_DUPLICATE
+    assert w.add(0, 90.0, 2.0, NOW) == REJECT_OUT_OF_ORDER
+    assert w.add(0, 150.0, 2.0, NOW) == 1  # closes slot 1
+    assert w.close_due(NOW) == 1
+    w2 = Window(2, 2, P)
+    w2.add(0, 130.0, 1.0, NOW)
+    w2.add(0, 200.0, 1.0, NOW)  # closes slot 2
+    assert w2.add(1, 100.0, 1.0, NOW) == REJECT_LATE  # feature 1's first reading, slot 1
+
+
+def test_view_is_contiguous_and_wraps_correctly_many_times() -> None:
+    w = Window(3, 5, P)
+    for i in range(1, 23):
+        feed(w, [(i * P, [i, -i, 2 * i])])
+    v = w.view()
+    assert v.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(v[:, 0], np.arange(17, 22))  # slot 22 still open
+    np.testing.assert_array_equal(v[:, 1], -np.arange(17, 22))
+
+
+@pytest.mark.parametrize("bad", [{"n_features": 0}, {"length": 0}, {"period_s": 0.0}])
+def test_invalid_shape_is_an_error(bad: dict[str, float]) -> None:
+    args = {"n_features": 1, "length": 2, "period_s": 1.0, **bad}
+    with pytest.raises(ValueError):
+        Window(int(args["n_features"]), int(args["length"]), args["period_s"])
