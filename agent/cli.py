@@ -161,10 +161,15 @@ def _info(args: argparse.Namespace) -> int:
         lines.append("normalization: none (the model works on raw values)")
     if m.accuracy:
         a = m.accuracy
+        rel = f", {a.mae / a.target_std:.2%} of the targets' std" if a.target_std > 0 else ""
         lines.append(
-            f"accuracy:      MAE {a.mae:.4g}, max abs {a.max_abs:.4g} (target units, "
+            f"accuracy:      MAE {a.mae:.4g}, max abs {a.max_abs:.4g} (target units{rel}; "
             f"vs Keras on {a.windows} {a.data} windows)"
         )
+    if m.latency_ms:
+        lines.append(f"latency:       {m.latency_ms:.3f} ms per forecast on the converting host")
+    if m.selection:
+        lines.append(f"chosen:        {m.selection}")
     lines.append(f"source:        {m.source_name} sha256 {m.source_sha256[:12]}")
     versions = ", ".join(f"{k} {v}" for k, v in sorted(m.versions.items()))
     lines.append(f"versions:      {versions}")

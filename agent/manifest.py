@@ -62,6 +62,7 @@ class Accuracy:
     max_abs: float
     windows: int
     data: str  # "calibration" (user's held-out windows) or "synthetic"
+    target_std: float = 0.0  #: The targets' std the errors were judged against.
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     warnings: tuple[str, ...] = ()  #: What the converter noticed (e.g. a mode that did nothing).
+    latency_ms: float = 0.0  #: Mean forecast time measured by the converter, on its host.
+    selection: str = ""  #: Why this quantization mode was chosen.
     format: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -182,6 +185,7 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
             max_abs=_want(acc_raw, "max_abs", float, "accuracy."),
             windows=_want(acc_raw, "windows", int, "accuracy."),
             data=str(acc_raw.get("data", "")),
+            target_std=float(acc_raw.get("target_std", 0.0) or 0.0),
         )
     versions = data.get("versions") or {}
     return Manifest(
@@ -202,6 +206,8 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
         else {},
         created=str(data.get("created", "")),
         warnings=tuple(str(w) for w in data.get("warnings") or () if isinstance(w, str)),
+        latency_ms=float(data.get("latency_ms", 0.0) or 0.0),
+        selection=str(data.get("selection", "")),
         format=fmt,
     )
 

@@ -16,46 +16,77 @@ from pathlib import Path
 from typing import Any
 
 ERROR_PREFIX = "sensorcast-convert-error: "
+PROGRESS_PREFIX = "sensorcast-convert-progress: "
 
 
-def export_clone(model: Any, window: int, n_features: int, unroll: bool) -> Any:
-    """Rebuild ``model`` with a fixed batch of 1 (and unrolled recurrences if asked).
+def unrolled_clone(model: Any, window: int, n_features: int) -> Any:
+    """Rebuild ``model`` with a fixed batch of 1 and every recurrence unrolled.
 
-    A static shape avoids TensorList ops the converter cannot lower; an
-    unrolled recurrence has no WHILE loop, which full-int8 calibration needs.
+    An unrolled recurrence has no WHILE loop, and full-int8 calibration of a
+    Keras 3 recurrent WHILE loop segfaults in TensorFlow 2.21.
     """
     import keras
 
+    def unroll(config: dict[str, Any]) -> None:
+        inner = config.get("config", config)
+        if "unroll" in inner:
+            inner["unroll"] = True
+        for key in ("layer", "backward_layer"):  # Bidirectional and other wrappers
+            if isinstance(inner.get(key), dict):
+                unroll(inner[key])
+
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
-        if unroll and isinstance(layer, keras.layers.RNN):
-            config["unroll"] = True
+        unroll(config)
         return layer.__class__.from_config(config)
 
     inputs = keras.Input(batch_shape=(1, window, n_features), dtype="float32")
     clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
+    for layer in clone.layers:
+        # Normalization derives its mean/variance constants from its weights here.
+        finalize = getattr(layer, "finalize_state", None)
+        if callable(finalize):
+            finalize()
     return clone
 
 
-def convert(spec: dict[str, Any]) -> bytes:
-    """Convert the model named in ``spec`` to TFLite bytes in ``spec['mode']``."""
+def _keras_converter(spec: dict[str, Any], mode: str) -> Any:
+    """A converter for a Keras model: exported as a SavedModel with a fixed batch of 1."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
-    mode = spec["mode"]
     window, n_features = spec["window"], spec["n_features"]
     model = keras.models.load_model(spec["model"], compile=False)
-    clone = export_clone(model, window, n_features, unroll=mode == "int8")
+    if mode == "int8":
+        model = unrolled_clone(model, window, n_features)
     saved = Path(spec["workdir"]) / f"saved_{mode}"
-    clone.export(
+    model.export(
         str(saved),
         format="tf_saved_model",
         verbose=False,
         input_signature=[tf.TensorSpec((1, window, n_features), tf.float32)],
     )
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved))
+
+
+def _saved_model_converter(spec: dict[str, Any]) -> Any:
+    """A converter for a SavedModel directory's serving signature, as saved."""
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(spec["model"])
+
+
+def convert(spec: dict[str, Any]) -> bytes:
+    """Convert the model named in ``spec`` to TFLite bytes in ``spec['mode']``."""
+    import numpy as np
+    import tensorflow as tf
+
+    mode = spec["mode"]
+    if spec.get("kind") == "savedmodel":
+        converter = _saved_model_converter(spec)
+    else:
+        converter = _keras_converter(spec, mode)
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
@@ -65,7 +96,10 @@ def convert(spec: dict[str, Any]) -> bytes:
 
         def representative() -> Any:
             for i in range(len(calib)):
+                if i % 8 == 0:  # the parent turns these lines into a progress bar
+                    print(f"{PROGRESS_PREFIX}{i} {len(calib)}", flush=True)
                 yield [calib[i : i + 1]]
+            print(f"{PROGRESS_PREFIX}{len(calib)} {len(calib)}", flush=True)
 
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,11 +20,12 @@ from agent.runtime import load_runtime
 from convert import ConvertError
 from convert.bundle import embed_manifest, write_atomic
 from convert.calibrate import Calibration, load_calibration, read_csv, read_norm, synthetic_windows
-from convert.load import ModelShape, file_sha256, load_keras, model_shape
+from convert.load import KNOWN_LAYERS, ModelShape, SourceModel, file_sha256, load_source
 from convert.quantize import MODES, convert_in_child
-from convert.verify import BOUNDS, keras_forecast, measure, within_bound
+from convert.report import DEFAULT_MAX_ERROR_FRACTION, Candidate, Report, choose
+from convert.verify import BOUNDS, measure, reference_forecast, within_bound
 
-__all__ = ["main"]
+__all__ = ["main", "mode_warnings", "tensor_types"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +36,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert a Keras model into a TFLite bundle that carries its manifest, "
         "after checking the converted model against Keras.",
     )
-    p.add_argument("model", type=Path, help="Keras 3 .keras (or legacy .h5) model")
+    p.add_argument("model", type=Path, help="Keras 3 .keras, legacy .h5, or a SavedModel directory")
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle to write (.tflite)")
-    p.add_argument("--quantize", choices=MODES, default="float32", help="quantization mode")
+    p.add_argument(
+        "--quantize",
+        choices=(*MODES, "auto"),
+        default="float32",
+        help="quantization mode; auto tries every mode and keeps the smallest within --max-error",
+    )
+    p.add_argument(
+        "--max-error",
+        type=float,
+        help="largest MAE against Keras to accept, in target units (auto default: "
+        f"{DEFAULT_MAX_ERROR_FRACTION:.0%} of the targets' std)",
+    )
     p.add_argument(
         "--calibration",
         type=Path,
@@ -51,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8-io", action="store_true", help="int8: make the input and output tensors int8 too"
     )
+    p.add_argument("--report", type=Path, help="write the report as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -79,23 +94,17 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 def convert_model(args: argparse.Namespace) -> Path:
     """Do the whole conversion; returns the bundle's path."""
     started = time.monotonic()
-    if args.int8_io and args.quantize != "int8":
-        raise ConvertError("--int8-io only applies to --quantize int8")
-    model = load_keras(args.model)
-    shape = model_shape(model, args.model)
+    if args.int8_io and args.quantize not in ("int8", "auto"):
+        raise ConvertError("--int8-io only applies to --quantize int8 or auto")
+    if args.max_error is not None and not args.max_error > 0:
+        raise ConvertError("--max-error must be a positive number in target units")
+    source = load_source(args.model)
+    shape = source.shape
+    for name, cls in source.layers:
+        if cls not in KNOWN_LAYERS:
+            logger.info("note: layer %r (%s) is not among the layers sensorcast tests", name, cls)
     features = _resolve_features(_names(args.features), args.calibration, shape)
-    targets = _names(args.targets)
-    if targets is None:
-        if shape.n_targets > len(features):
-            raise ConvertError(
-                f"the model forecasts {shape.n_targets} targets; name them with --targets"
-            )
-        targets = features[: shape.n_targets]
-        logger.info("targets not given: taking %s (the first features)", ", ".join(targets))
-    if len(targets) != shape.n_targets:
-        raise ConvertError(
-            f"--targets names {len(targets)} targets but the model outputs {shape.n_targets}"
-        )
+    targets = _resolve_targets(_names(args.targets), features, shape)
     norm: dict[str, Norm] = {}
     if args.norm is not None:
         norm = read_norm(args.norm, list(dict.fromkeys([*features, *targets])))
@@ -121,55 +130,151 @@ def convert_model(args: argparse.Namespace) -> Path:
         targets=tuple(targets),
         horizon=shape.horizon,
         period_s=float(period),
-        quantization=args.quantize,
+        quantization="float32",
         normalization=norm,
         source_sha256=file_sha256(args.model),
         source_name=args.model.name,
         versions=_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    calib_inputs = _model_inputs(data.calibrate, draft) if args.quantize == "int8" else None
-    logger.info("converting %s to %s in a child process", args.model, args.quantize)
-    tflite = convert_in_child(
-        args.model, args.quantize, shape.window, shape.n_features, calib_inputs, args.int8_io
+    expected = reference_forecast(source, data.evaluate, draft)
+    target_std = _target_scale(data, draft, expected)
+    scale = float(np.mean(target_std))
+    auto = args.quantize == "auto"
+    modes = MODES if auto else (args.quantize,)
+    max_error = args.max_error
+    if auto and max_error is None:
+        max_error = DEFAULT_MAX_ERROR_FRACTION * scale
+    progress = not args.quiet
+    logger.info("converting %s to %s, each in a child process", args.model.name, ", ".join(modes))
+    converted = _convert_all(source, modes, draft, data, args.int8_io, progress)
+    # Measured one after the other, so latencies do not compete for the CPU.
+    candidates = [
+        _measure_mode(converted[mode], draft, data, expected, target_std, progress)
+        for mode in modes
+    ]
+    report = Report(
+        model=str(args.model),
+        model_sha256=draft.source_sha256,
+        data=data.data,
+        windows=len(data.evaluate),
+        target_std=scale,
+        max_error=max_error,
+        runtime=_runtime_name(),
+        candidates=candidates,
     )
-    draft = _with_tensor_quant(draft, tflite)
-    warnings = mode_warnings(args.quantize, tflite)
-    for warning in warnings:
-        print(f"sensorcast convert: warning: {warning}", file=sys.stderr)
-    expected = keras_forecast(model, data.evaluate, draft)
-    agreement = measure(tflite, draft, data.evaluate, expected, _target_scale(data, draft))
-    bound_mae, bound_max = BOUNDS[args.quantize]
-    summary = (
-        f"MAE {agreement.mae:.3g} ({agreement.rel_mae:.2%} of the targets' std), "
-        f"max abs {agreement.max_abs:.3g} ({agreement.rel_max:.2%}) against Keras on "
-        f"{agreement.windows} {data.data} windows"
+    if auto:
+        assert max_error is not None
+        chosen, why = choose(candidates, max_error)
+    else:
+        chosen, why = _check_single(candidates[0], max_error)
+    report.chosen = chosen.mode if chosen else None
+    report.why = why
+    print(report.table())
+    if args.report is not None:
+        report.write(args.report)
+    if chosen is None:
+        raise ConvertError(f"{why}; nothing written to {args.output}")
+
+    manifest = replace(
+        _with_tensor_quant(draft, chosen.tflite),
+        quantization=chosen.mode,
+        warnings=tuple(chosen.warnings),
+        accuracy=Accuracy(
+            mae=chosen.mae,
+            max_abs=chosen.max_abs,
+            windows=len(data.evaluate),
+            data=data.data,
+            target_std=scale,
+        ),
+        latency_ms=chosen.latency_ms,
+        selection=f"{chosen.mode}: {why}",
     )
-    if not within_bound(args.quantize, agreement):
-        raise ConvertError(
-            f"the {args.quantize} model disagrees with Keras beyond the bound "
-            f"({bound_mae:.2%} MAE, {bound_max:.2%} max of the targets' std): {summary}; "
-            f"nothing written to {args.output}; try a less aggressive --quantize mode"
-        )
-    manifest = Manifest(
-        **{
-            **draft.__dict__,
-            "warnings": tuple(warnings),
-            "accuracy": Accuracy(
-                mae=agreement.mae,
-                max_abs=agreement.max_abs,
-                windows=agreement.windows,
-                data=data.data,
-            ),
-        }
-    )
-    bundle = embed_manifest(tflite, manifest)
+    bundle = embed_manifest(chosen.tflite, manifest)
     write_atomic(args.output, bundle)
     print(
-        f"wrote {args.output} ({len(bundle)} bytes, {args.quantize}) in "
-        f"{time.monotonic() - started:.1f} s: {summary}"
+        f"wrote {args.output} ({len(bundle)} bytes, {chosen.mode}) in "
+        f"{time.monotonic() - started:.1f} s"
     )
     return Path(args.output)
+
+
+def _convert_all(
+    source: SourceModel,
+    modes: tuple[str, ...],
+    draft: Manifest,
+    data: Calibration,
+    int8_io: bool,
+    progress: bool,
+) -> dict[str, Candidate]:
+    """Convert to every mode, two child processes at a time; failures become unavailable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(mode: str) -> Candidate:
+        c = Candidate(mode=mode)
+        if mode == "int8" and data.data != "calibration":
+            c.status, c.reason = "unavailable", "int8 needs --calibration data"
+            return c
+        calib = _model_inputs(data.calibrate, draft) if mode == "int8" else None
+        try:
+            c.tflite = convert_in_child(source, mode, calib, int8_io and mode == "int8", progress)
+        except ConvertError as exc:
+            c.status, c.reason = "unavailable", f"mode {mode} unavailable for this model: {exc}"
+        return c
+
+    workers = max(1, min(2, len(modes), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # int8 (the slowest, with calibration) first so it overlaps the others
+        order = sorted(modes, key=lambda m: m != "int8")
+        return dict(zip(order, pool.map(one, order)))
+
+
+def _measure_mode(
+    c: Candidate,
+    draft: Manifest,
+    data: Calibration,
+    expected: np.ndarray,
+    target_std: np.ndarray,
+    progress: bool,
+) -> Candidate:
+    """Run a converted candidate against the reference; mark it if beyond its bound."""
+    if c.status == "unavailable":
+        return c
+    mode, tflite = c.mode, c.tflite
+    manifest = replace(_with_tensor_quant(draft, tflite), quantization=mode)
+    agreement = measure(tflite, manifest, data.evaluate, expected, target_std, progress)
+    c.size = len(tflite)
+    c.mae, c.max_abs = agreement.mae, agreement.max_abs
+    c.rel_mae, c.rel_max = agreement.rel_mae, agreement.rel_max
+    c.latency_ms = agreement.latency_ms
+    c.warnings = mode_warnings(mode, tflite)
+    for warning in c.warnings:
+        print(f"sensorcast convert: warning: {warning}", file=sys.stderr)
+    if not within_bound(mode, agreement):
+        bound_mae, bound_max = BOUNDS[mode]
+        c.status = "beyond bound"
+        c.reason = (
+            f"disagrees with Keras beyond the {mode} bound ({bound_mae:.2%} MAE, "
+            f"{bound_max:.2%} max of the targets' std)"
+        )
+    return c
+
+
+def _check_single(c: Candidate, max_error: Optional[float]) -> tuple[Optional[Candidate], str]:
+    if c.status == "unavailable":
+        return None, c.reason
+    if max_error is not None:
+        if c.mae > max_error:
+            c.status, c.reason = "over budget", f"MAE {c.mae:.3g} > max error {max_error:.3g}"
+            return None, f"the {c.mode} model's MAE {c.mae:.3g} exceeds --max-error {max_error:.3g}"
+        c.status, c.reason = "ok", ""
+        return c, f"requested, MAE within --max-error {max_error:.3g}"
+    if c.status != "ok":
+        return None, (
+            f"the {c.mode} model {c.reason}: MAE {c.mae:.3g}, max abs {c.max_abs:.3g}; "
+            "try a less aggressive --quantize mode or pass --max-error"
+        )
+    return c, "requested with --quantize"
 
 
 def _resolve_features(
@@ -191,6 +296,23 @@ def _resolve_features(
     return given
 
 
+def _resolve_targets(
+    given: Optional[list[str]], features: list[str], shape: ModelShape
+) -> list[str]:
+    if given is None:
+        if shape.n_targets > len(features):
+            raise ConvertError(
+                f"the model forecasts {shape.n_targets} targets; name them with --targets"
+            )
+        given = features[: shape.n_targets]
+        logger.info("targets not given: taking %s (the first features)", ", ".join(given))
+    if len(given) != shape.n_targets:
+        raise ConvertError(
+            f"--targets names {len(given)} targets but the model outputs {shape.n_targets}"
+        )
+    return given
+
+
 def _model_inputs(windows: np.ndarray, manifest: Manifest) -> np.ndarray:
     """Windows in the model's own input units (normalized if the bundle normalizes)."""
     norm = manifest.normalization
@@ -202,12 +324,14 @@ def _model_inputs(windows: np.ndarray, manifest: Manifest) -> np.ndarray:
     return normalized
 
 
-def _target_scale(data: Calibration, manifest: Manifest) -> Optional[np.ndarray]:
-    if data.target_std is not None:
+def _target_scale(data: Calibration, manifest: Manifest, expected: np.ndarray) -> np.ndarray:
+    """The targets' std in target units: from the data, the norm, or the reference outputs."""
+    if data.target_std is not None and np.all(data.target_std > 0):
         return data.target_std
     if manifest.normalization:
         return np.array([manifest.normalization[t].std for t in manifest.targets])
-    return None
+    spread = expected.reshape(-1, expected.shape[-1]).std(axis=0)
+    return np.where(spread > 0, spread, 1.0)
 
 
 def _with_tensor_quant(manifest: Manifest, tflite: bytes) -> Manifest:
@@ -222,7 +346,7 @@ def _with_tensor_quant(manifest: Manifest, tflite: bytes) -> Manifest:
             if dtype == "int8"
             else TensorQuant(dtype=dtype)
         )
-    return Manifest(**{**manifest.__dict__, "input": quants[0], "output": quants[1]})
+    return replace(manifest, input=quants[0], output=quants[1])
 
 
 def tensor_types(tflite: bytes) -> set[str]:
@@ -255,6 +379,11 @@ def mode_warnings(mode: str, tflite: bytes) -> list[str]:
     if mode == "int8" and "int8" not in types:
         return ["int8 produced no int8 tensor; the bundle is not integer-quantized"]
     return []
+
+
+def _runtime_name() -> str:
+    runtime = load_runtime()
+    return f"{runtime.name} {runtime.version}"
 
 
 def _versions() -> dict[str, str]:

@@ -1,15 +1,27 @@
-"""Load the user's Keras model and read its shapes."""
+"""Load the user's model (Keras 3 .keras, legacy .h5, or a SavedModel directory)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from convert import ConvertError
 
-__all__ = ["ModelShape", "file_sha256", "load_keras", "model_shape"]
+__all__ = ["ModelShape", "SourceModel", "file_sha256", "load_source", "model_shape"]
+
+#: Layer types the converter and its tests cover; others are tried and named if they fail.
+KNOWN_LAYERS = {
+    "InputLayer", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Dropout", "SpatialDropout1D",
+    "GaussianNoise", "Dense", "Conv1D", "MaxPooling1D", "AveragePooling1D",
+    "GlobalAveragePooling1D",
+    "Flatten", "Reshape", "Normalization", "BatchNormalization", "LayerNormalization", "Activation",
+    "TimeDistributed", "Permute", "Concatenate", "Add",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,44 @@ class ModelShape:
     n_features: int  #: Features per time step.
     horizon: int  #: Forecast steps.
     n_targets: int  #: Values per forecast step.
+
+
+@dataclass
+class SourceModel:
+    """The model being converted: what it is, its shape, and how to run it for reference."""
+
+    path: Path
+    kind: str  #: "keras" or "savedmodel".
+    shape: ModelShape
+    handle: Any  #: The Keras model, or the SavedModel's serving function.
+    layers: list[tuple[str, str]]  #: (name, class) of every layer, wrappers' inner ones too.
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Reference outputs for model-input windows, as ``(n, horizon, targets)``."""
+        x = x.astype(np.float32)
+        if self.kind == "keras":
+            y = np.asarray(self.handle.predict(x, batch_size=256, verbose=0))
+        else:
+            import tensorflow as tf
+
+            fn, name, batch = self.handle
+            step = batch or 256
+            parts = [
+                next(iter(fn(**{name: tf.constant(x[i : i + step])}).values())).numpy()
+                for i in range(0, len(x), step)
+            ]
+            y = np.concatenate(parts)
+        return y.reshape(len(x), self.shape.horizon, self.shape.n_targets).astype(np.float64)
+
+    def layer_named_in(self, message: str) -> Optional[tuple[str, str]]:
+        """The layer a converter message points at (it names ops by layer scope), if any."""
+        scopes = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", message))
+        for name, cls in self.layers:
+            if name in scopes or re.sub(r"_\d+$", "", name) in {
+                re.sub(r"_\d+$", "", s) for s in scopes
+            }:
+                return name, cls
+        return None
 
 
 def file_sha256(path: Path) -> str:
@@ -35,26 +85,131 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_keras(path: Path) -> Any:
-    """Load a Keras 3 ``.keras`` or legacy ``.h5`` model without compiling it."""
+def load_source(path: Path) -> SourceModel:
+    """Load a model for conversion; raise :class:`ConvertError` with the fix if it cannot be."""
     if not path.exists():
         raise ConvertError(f"model {path}: file not found")
+    if path.is_dir():
+        return _load_saved_model(path)
     if path.suffix not in (".keras", ".h5", ".hdf5"):
-        raise ConvertError(f"model {path}: expected a Keras .keras or .h5 file")
+        raise ConvertError(
+            f"model {path}: expected a Keras .keras or .h5 file, or a SavedModel directory"
+        )
+    model = _load_keras(path)
+    layers = list(_walk_layers(model))
+    _check_layers(model, path)
+    return SourceModel(path, "keras", model_shape(model, path), model, layers)
+
+
+def _load_keras(path: Path) -> Any:
     import keras
 
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file; all mean the same here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lambdas = _config_layers(path, "Lambda")
+        if lambdas:
+            raise ConvertError(
+                f"model {path}: layer {lambdas[0]!r} (Lambda) holds Python code that Keras will "
+                "not load safely and TFLite cannot convert reliably; replace it with built-in "
+                "layers or a registered custom layer"
+            ) from exc
+        hint = (
+            "register custom layers with @keras.saving.register_keras_serializable"
+            if "Unknown layer" in first or "custom" in first.lower()
+            else "save it with model.save('model.keras') in Keras 3"
+        )
+        raise ConvertError(f"model {path}: Keras cannot load it ({first[:300]}); {hint}") from exc
+
+
+def _config_layers(path: Path, class_name: str) -> list[str]:
+    """Names of the layers of ``class_name`` in a .keras file's config, read without Keras."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == class_name and isinstance(node.get("config"), dict):
+                found.append(str(node["config"].get("name", "?")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def _walk_layers(model: Any) -> Any:
+    for layer in getattr(model, "layers", []):
+        yield layer.name, type(layer).__name__
+        for attr in ("layer", "forward_layer", "backward_layer"):
+            inner = getattr(layer, attr, None)
+            if inner is not None and hasattr(inner, "name"):
+                yield inner.name, type(inner).__name__
+        if hasattr(layer, "layers"):
+            yield from _walk_layers(layer)
+
+
+def _check_layers(model: Any, path: Path) -> None:
+    """Refuse layers that cannot work on the device, naming them and the fix."""
+    for layer in getattr(model, "layers", []):
+        cls = type(layer).__name__
+        where = f"model {path}: layer {layer.name!r} ({cls})"
+        if getattr(layer, "stateful", False):
+            raise ConvertError(
+                f"{where} is stateful: the agent feeds whole windows, so state would leak "
+                "between forecasts; rebuild it with stateful=False and copy the weights"
+            )
+        if cls == "Lambda":
+            raise ConvertError(
+                f"{where} holds Python code that cannot be converted reliably; replace it with "
+                "built-in layers or a registered custom layer"
+            )
+        if hasattr(layer, "layers"):
+            _check_layers(layer, path)
+
+
+def _load_saved_model(path: Path) -> SourceModel:
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").exists():
+        raise ConvertError(f"model {path}: a directory but not a SavedModel (no saved_model.pb)")
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except (KeyError, ValueError, OSError) as exc:
         raise ConvertError(
-            f"model {path}: Keras cannot load it ({first}); "
-            "save it with model.save('model.keras') in Keras 3"
+            f"model {path}: cannot load a serving_default signature ({exc}); "
+            "export it with model.export(DIR)"
         ) from exc
+    inputs = fn.structured_input_signature[1]
+    outputs = fn.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConvertError(
+            f"model {path}: the serving signature has {len(inputs)} inputs and {len(outputs)} "
+            "outputs; sensorcast needs one of each"
+        )
+    name, spec = next(iter(inputs.items()))
+    out_spec = next(iter(outputs.values()))
+    shape = _shape(tuple(spec.shape), tuple(out_spec.shape), path)
+    # Keep the loaded object alive with the function (variables belong to it).
+    src = SourceModel(path, "savedmodel", shape, (fn, name, spec.shape[0]), [])
+    src._loaded = loaded  # type: ignore[attr-defined]
+    return src
 
 
 def model_shape(model: Any, path: Path) -> ModelShape:
-    """Read window, features, horizon and targets from the model's input/output shapes."""
+    """Read window, features, horizon and targets from a Keras model's input/output shapes."""
     inputs = model.inputs
     outputs = model.outputs
     if len(inputs) != 1 or len(outputs) != 1:
@@ -62,8 +217,10 @@ def model_shape(model: Any, path: Path) -> ModelShape:
             f"model {path}: has {len(inputs)} inputs and {len(outputs)} outputs; "
             "sensorcast needs one input (batch, window, features) and one output"
         )
-    in_shape = tuple(inputs[0].shape)
-    out_shape = tuple(outputs[0].shape)
+    return _shape(tuple(inputs[0].shape), tuple(outputs[0].shape), path)
+
+
+def _shape(in_shape: tuple[Any, ...], out_shape: tuple[Any, ...], path: Path) -> ModelShape:
     if len(in_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in in_shape[1:]):
         raise ConvertError(
             f"model {path}: input shape {in_shape} is not (batch, window, features) with a "
@@ -78,7 +235,7 @@ def model_shape(model: Any, path: Path) -> ModelShape:
     else:
         raise ConvertError(
             f"model {path}: output shape {out_shape} is not (batch, horizon) or "
-            "(batch, horizon, targets)"
+            "(batch, horizon, targets); end the model with Dense(H) or Dense(H*k) + Reshape((H, k))"
         )
     return ModelShape(
         window=in_shape[1], n_features=in_shape[2], horizon=horizon, n_targets=targets

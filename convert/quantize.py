@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from convert import ConvertError
-from convert._worker import ERROR_PREFIX
+from convert._worker import ERROR_PREFIX, PROGRESS_PREFIX
+from convert.load import SourceModel
 
 __all__ = ["MODES", "convert_in_child"]
 
@@ -23,16 +25,16 @@ CONVERT_TIMEOUT_S = 900
 
 
 def convert_in_child(
-    model_path: Path,
+    source: SourceModel,
     mode: str,
-    window: int,
-    n_features: int,
     calibration: Optional[np.ndarray] = None,
     int8_io: bool = False,
+    progress: bool = False,
 ) -> bytes:
-    """Convert ``model_path`` to TFLite in ``mode`` in a fresh Python process.
+    """Convert ``source`` to TFLite in ``mode`` in a fresh Python process.
 
-    ``calibration`` holds model-input windows (already normalized), needed for int8.
+    ``calibration`` holds model-input windows (already normalized), needed for
+    int8. With ``progress``, calibration shows a progress bar on stderr.
     """
     if mode not in MODES:
         raise ConvertError(f"quantization mode {mode!r} is unknown; choose {', '.join(MODES)}")
@@ -43,10 +45,11 @@ def convert_in_child(
     with tempfile.TemporaryDirectory(prefix="sensorcast-convert-") as tmp:
         work = Path(tmp)
         spec = {
-            "model": str(model_path.resolve()),
+            "model": str(source.path.resolve()),
+            "kind": source.kind,
             "mode": mode,
-            "window": window,
-            "n_features": n_features,
+            "window": source.shape.window,
+            "n_features": source.shape.n_features,
             "workdir": str(work),
             "output": str(work / "model.tflite"),
             "int8_io": int8_io,
@@ -58,31 +61,76 @@ def convert_in_child(
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "convert._worker", str(work / "spec.json")],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                env=env,
-                timeout=CONVERT_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ConvertError(
-                f"conversion to {mode} took longer than {CONVERT_TIMEOUT_S} s and was stopped"
-            ) from exc
-        stderr = proc.stderr.decode("utf-8", errors="replace")
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
+        returncode, stderr = _run_worker(work, env, mode, progress and mode == "int8")
+        if returncode < 0:
+            name = signal.Signals(-returncode).name
             raise ConvertError(
                 f"the TensorFlow converter crashed ({name}) converting to {mode}; "
                 "this mode is unavailable for this model, try another --quantize mode"
             )
-        if proc.returncode != 0:
+        if returncode != 0:
             ours = [ln for ln in stderr.splitlines() if ln.startswith(ERROR_PREFIX)]
             detail = ours[-1][len(ERROR_PREFIX) :] if ours else _last_line(stderr)
-            raise ConvertError(f"TensorFlow could not convert the model to {mode}: {detail}")
+            if "tensor list ops" in stderr and source.kind == "savedmodel":
+                raise ConvertError(
+                    f"TensorFlow could not convert the SavedModel to {mode}: its recurrent layer "
+                    "has a free batch dimension, which TFLite cannot lower; convert the .keras "
+                    "file instead, or export with a fixed batch: model.export(DIR, "
+                    f"input_signature=[tf.TensorSpec((1, {source.shape.window}, "
+                    f"{source.shape.n_features}))])"
+                )
+            layer = source.layer_named_in(stderr)
+            at = f" at layer {layer[0]!r} ({layer[1]})" if layer else ""
+            raise ConvertError(
+                f"TensorFlow could not convert the model to {mode}{at}: {detail[:400]}; "
+                "try another --quantize mode, or replace that layer with LSTM, GRU, "
+                "SimpleRNN, Conv1D or Dense"
+            )
         return (work / "model.tflite").read_bytes()
+
+
+def _run_worker(work: Path, env: dict[str, str], mode: str, progress: bool) -> tuple[int, str]:
+    """Run the worker; relay its progress lines to a bar. Returns (exit code, stderr)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            desc=f"calibrating {mode}", unit="window", file=sys.stderr, leave=False, disable=None
+        )
+    deadline = time.monotonic() + CONVERT_TIMEOUT_S
+    with (
+        (work / "stderr.txt").open("w+") as err,
+        subprocess.Popen(
+            [sys.executable, "-m", "convert._worker", str(work / "spec.json")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            text=True,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if bar is not None and line.startswith(PROGRESS_PREFIX):
+                done, total = (int(v) for v in line[len(PROGRESS_PREFIX) :].split())
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+            if time.monotonic() > deadline:
+                proc.kill()
+        try:
+            proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise ConvertError(
+                f"conversion to {mode} took longer than {CONVERT_TIMEOUT_S} s and was stopped"
+            ) from None
+        if bar is not None:
+            bar.close()
+        err.seek(0)
+        return proc.returncode, err.read()
 
 
 def _last_line(text: str) -> str:
