@@ -2,7 +2,8 @@
 
 Run from the repository root with the [convert] extra installed:
 
-    python examples/demo/train.py
+    python examples/demo/train.py                 # train, then convert
+    python examples/demo/train.py --convert-only  # convert the existing room.keras
 
 Trains a small LSTM on 30 days of the synthetic room (agent.demo.room_series,
 the same generator the demo feeds the agent), with normalization statistics
@@ -67,11 +68,17 @@ def main() -> int:
     print(f"validation MAE {mae * std[0]:.3f} °C")
     model.save(HERE / "room.keras")
     write_golden(model, held, mean, std)
+    return convert()
+
+
+def convert() -> int:
+    """Convert room.keras with the automatic, accuracy-guarded mode choice."""
     return subprocess.call(
         [
             sys.executable, "-m", "agent", "convert", str(HERE / "room.keras"),
             "-o", str(HERE / "room.tflite"),
-            "--quantize", "float32",
+            "--quantize", "auto",
+            "--report", str(HERE / "report.json"),
             "--calibration", str(HERE / "room.csv"),
             "--norm", str(HERE / "norm.json"),
             "--features", ",".join(FEATURES),
@@ -91,4 +98,4 @@ def write_golden(model: object, held: np.ndarray, mean: np.ndarray, std: np.ndar
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(convert() if "--convert-only" in sys.argv[1:] else main())

@@ -33,12 +33,27 @@ def _config(tmp_path: Path, port: int, prefix: str, model: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def float32_bundle(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model converted to float32 here, so any difference from Keras is the agent's."""
+    from convert.cli import main as convert_main
+
+    out = tmp_path_factory.mktemp("bundle") / "room.tflite"
+    code = convert_main(
+        [str(demo_dir / "room.keras"), "-o", str(out), "--quantize", "float32", "--quiet",
+         "--calibration", str(demo_dir / "room.csv"), "--norm", str(demo_dir / "norm.json"),
+         "--features", "temperature,humidity", "--period", "300"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
 @pytest.fixture
 def agent_proc(
-    tmp_path: Path, mosquitto: MosquittoBroker, topic_prefix: str, demo_dir: Path
+    tmp_path: Path, mosquitto: MosquittoBroker, topic_prefix: str, float32_bundle: Path
 ) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
-    config = _config(tmp_path, mosquitto.port, topic_prefix, demo_dir / "room.tflite")
+    config = _config(tmp_path, mosquitto.port, topic_prefix, float32_bundle)
 
     def start() -> subprocess.Popen[str]:
         proc = subprocess.Popen(

@@ -19,19 +19,29 @@ def test_manifest_describes_the_demo_model(demo_dir: Path) -> None:
     assert (m.window, m.horizon, m.period_s) == (24, 12, 300.0)
     assert m.features == ("temperature", "humidity")
     assert m.targets == ("temperature",)
-    assert m.quantization == "float32"
+    assert m.quantization in ("float32", "float16", "dynamic", "int8")
+    assert m.selection.startswith(m.quantization)  # converted with --quantize auto
     assert set(m.normalization) == {"temperature", "humidity"}
-    assert m.accuracy is not None and m.accuracy.max_abs < 1e-4
+    assert m.accuracy is not None and m.accuracy.mae < 0.02 * m.accuracy.target_std
     assert b.label.startswith("room@") and len(b.sha256) == 64
     assert m.versions["tensorflow"] and m.source_sha256
 
 
-def test_forecaster_matches_the_keras_golden_outputs(demo_dir: Path) -> None:
+def test_forecaster_keeps_the_manifests_promise_on_keras_golden_outputs(demo_dir: Path) -> None:
     golden = np.load(demo_dir / "golden.npz")
-    f = Forecaster(read_bundle(demo_dir / "room.tflite"))
-    for window, expected in zip(golden["windows"], golden["forecast"]):
-        got = f.predict(window.astype(np.float32))
-        np.testing.assert_allclose(got, expected, atol=1e-4)  # °C; float32 round-off only
+    bundle = read_bundle(demo_dir / "room.tflite")
+    assert bundle.manifest.accuracy is not None
+    promised = bundle.manifest.accuracy
+    f = Forecaster(bundle)
+    errors = np.stack(
+        [
+            np.abs(f.predict(w.astype(np.float32)) - expected)
+            for w, expected in zip(golden["windows"], golden["forecast"])
+        ]
+    )
+    # Golden windows span all of room.csv; the promise was measured on its last 20 %.
+    assert errors.max() <= 1.5 * promised.max_abs + 1e-5
+    assert errors.mean() <= 1.5 * promised.mae + 1e-6
 
 
 def test_manifest_round_trips_through_json(demo_dir: Path) -> None:
