@@ -6,6 +6,8 @@ found``) and reported together in one :class:`ConfigError`.
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 import socket
 import sys
@@ -21,9 +23,42 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.9/3.10 only
     import tomli as tomllib
 
-__all__ = ["Config", "DeviceConfig", "MqttConfig", "StreamConfig", "load_config", "parse_config"]
+__all__ = [
+    "Config",
+    "DeviceConfig",
+    "MqttConfig",
+    "Secret",
+    "SourceConfig",
+    "StreamConfig",
+    "load_config",
+    "parse_config",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Secret:
+    """A value that never shows in logs, reprs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -45,6 +80,36 @@ class MqttConfig:
     qos: int  #: QoS of forecasts and status: 0, 1 (default) or 2.
     keepalive_s: int  #: MQTT keepalive, seconds.
     connect_timeout_s: float  #: How long start-up waits for the broker, seconds.
+    tls: bool = False  #: ``mqtts://``: TLS, hostname verified unless ``tls_insecure``.
+    ca_file: Optional[Path] = None  #: CA bundle for the broker's certificate (default: system).
+    cert_file: Optional[Path] = None  #: Client certificate (PEM).
+    key_file: Optional[Path] = None  #: Client certificate's key (PEM).
+    tls_insecure: bool = False  #: Skip hostname verification (testing only).
+    username: Optional[str] = None
+    password: Optional[Secret] = None  #: Never printed.
+    protocol: str = "3.1.1"  #: ``3.1.1`` or ``5``.
+    reconnect_min_s: float = 1.0  #: First reconnect delay; doubles up to ``reconnect_max_s``.
+    reconnect_max_s: float = 60.0
+    retain: bool = False  #: Retain each stream's last forecast on the broker.
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One ``[streams.inputs.<feature>]`` or ``[[streams.sources]]`` table."""
+
+    type: str  #: mqtt, mqtt_value, file, command or stdin.
+    where: str  #: Its key path, for messages.
+    feature: Optional[str]  #: The feature it feeds, or None for whole-stream sources.
+    topic: Optional[str] = None  #: mqtt / mqtt_value.
+    path: Optional[Path] = None  #: file: path or glob (re-resolved at each read).
+    parser: str = "number"  #: file: ``number`` or ``w1_slave``.
+    scale: float = 1.0  #: file: value = raw * scale + offset.
+    offset: float = 0.0
+    command: tuple[str, ...] = ()  #: command: argv, no shell.
+    format: str = "json"  #: command: ``number`` (one feature) or ``json``.
+    interval_s: float = 10.0  #: file/command: seconds between reads.
+    timeout_s: float = 5.0  #: command: kill after this many seconds.
+    max_backoff_s: float = 60.0  #: file/command: longest retry delay while failing, seconds.
 
 
 @dataclass(frozen=True)
@@ -53,12 +118,14 @@ class StreamConfig:
 
     name: str  #: Stream name used in topics.
     model: Path  #: Bundle path, resolved relative to the config file.
-    input_topic: str  #: MQTT topic with JSON readings ``{"ts": s, "<feature>": n}``.
+    input_topic: Optional[str]  #: MQTT topic with JSON readings ``{"ts": s, "<feature>": n}``.
     features: Optional[tuple[str, ...]]  #: If set, must equal the model's features, in order.
     resample: str  #: ``mean`` (default) or ``last``: how readings in one period combine.
     max_gap_s: Optional[float]  #: Longest carry-forward, seconds; default 3 periods.
     close_delay_s: Optional[float]  #: Wait after a period ends before closing it, seconds.
     max_future_s: Optional[float]  #: How far ahead of the clock a timestamp may be, seconds.
+    sources: tuple[SourceConfig, ...] = ()  #: Inputs besides ``input_topic``.
+    retain: Optional[bool] = None  #: Retain the last forecast (default: ``mqtt.retain``).
 
 
 @dataclass(frozen=True)
@@ -124,8 +191,14 @@ def _kind_name(kind: type) -> str:
     )
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate the TOML file at ``path``."""
+def load_config(path: Path, env: Optional[dict[str, str]] = None) -> Config:
+    """Read and validate the TOML file at ``path``.
+
+    ``env`` (default ``os.environ``) supplies overrides for what a container
+    sets: ``SENSORCAST_DEVICE_ID``, ``SENSORCAST_MQTT_URL``,
+    ``SENSORCAST_MQTT_USERNAME``, ``SENSORCAST_MQTT_PASSWORD``, and
+    ``CREDENTIALS_DIRECTORY`` for systemd credentials.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -136,22 +209,25 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
-    return parse_config(data, path)
+    return parse_config(data, path, dict(os.environ) if env is None else env)
 
 
-def parse_config(data: dict[str, Any], path: Path) -> Config:
+def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]] = None) -> Config:
     """Validate parsed TOML ``data``; relative paths are resolved against ``path``'s folder."""
     c = _Collector()
+    env = {} if env is None else env
     base = path.parent
     c.unknown(data, {"device", "mqtt", "streams", "log"}, "")
 
     device = c.table(data, "device", "device")
     c.unknown(device, {"id"}, "device")
-    device_id = c.get(device, "id", str, "device", default=_default_device_id())
+    device_id = env.get("SENSORCAST_DEVICE_ID") or c.get(
+        device, "id", str, "device", default=_default_device_id()
+    )
     if isinstance(device_id, str) and not _NAME.match(device_id):
         c.errors.append("device.id: use 1-64 letters, digits, '_' or '-'")
 
-    mqtt = _parse_mqtt(c, c.table(data, "mqtt", "mqtt"), device_id)
+    mqtt = _parse_mqtt(c, c.table(data, "mqtt", "mqtt"), device_id, base, env)
 
     log = c.table(data, "log", "log")
     c.unknown(log, {"level"}, "log")
@@ -190,21 +266,27 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     )
 
 
-def _parse_mqtt(c: _Collector, raw: dict[str, Any], device_id: str) -> Optional[MqttConfig]:
-    c.unknown(
-        raw,
-        {"url", "client_id", "topic_prefix", "qos", "keepalive_s", "connect_timeout_s"},
-        "mqtt",
+def _parse_mqtt(
+    c: _Collector, raw: dict[str, Any], device_id: str, base: Path, env: dict[str, str]
+) -> Optional[MqttConfig]:
+    c.unknown(raw, set(_MQTT_KEYS), "mqtt")
+    url = env.get("SENSORCAST_MQTT_URL") or c.get(
+        raw, "url", str, "mqtt", default="mqtt://127.0.0.1:1883"
     )
-    url = c.get(raw, "url", str, "mqtt", default="mqtt://127.0.0.1:1883")
-    host, port = "127.0.0.1", 1883
+    host, port, tls = "127.0.0.1", 1883, False
     try:
         parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            c.errors.append(f"mqtt.url: use mqtt://HOST[:PORT], got {url!r}")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            c.errors.append(f"mqtt.url: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+        elif parts.password is not None:
+            c.errors.append(
+                "mqtt.url: do not put a password in the URL; use mqtt.password_file, "
+                "mqtt.password_env or a systemd credential"
+            )
         else:
+            tls = parts.scheme == "mqtts"
             host = parts.hostname
-            port = parts.port or 1883
+            port = parts.port or (8883 if tls else 1883)
     except ValueError as exc:
         c.errors.append(f"mqtt.url: {exc}")
     client_id = c.get(raw, "client_id", str, "mqtt", default=f"sensorcast-{device_id}")
@@ -214,12 +296,40 @@ def _parse_mqtt(c: _Collector, raw: dict[str, Any], device_id: str) -> Optional[
     qos = c.get(raw, "qos", int, "mqtt", default=1)
     if qos not in (0, 1, 2):
         c.errors.append("mqtt.qos: must be 0, 1 or 2")
+    protocol = c.get(raw, "protocol", str, "mqtt", default="3.1.1")
+    if protocol not in ("3.1.1", "5"):
+        c.errors.append("mqtt.protocol: must be '3.1.1' or '5'")
     keepalive = c.get(raw, "keepalive_s", int, "mqtt", default=30)
     if not 5 <= keepalive <= 3600:
         c.errors.append("mqtt.keepalive_s: must be between 5 and 3600 seconds")
     timeout = c.get(raw, "connect_timeout_s", float, "mqtt", default=10.0)
     if not timeout > 0:
         c.errors.append("mqtt.connect_timeout_s: must be > 0 seconds")
+    backoff_min = c.get(raw, "reconnect_min_s", float, "mqtt", default=1.0)
+    backoff_max = c.get(raw, "reconnect_max_s", float, "mqtt", default=60.0)
+    if not 0 < backoff_min <= backoff_max:
+        c.errors.append("mqtt.reconnect_min_s/reconnect_max_s: need 0 < min <= max seconds")
+    retain = c.get(raw, "retain", bool, "mqtt", default=False)
+
+    username = env.get("SENSORCAST_MQTT_USERNAME") or c.get(raw, "username", str, "mqtt")
+    password = _password(c, raw, base, env)
+    if password is not None and username is None:
+        c.errors.append("mqtt.username: required when a password is given")
+
+    files: dict[str, Optional[Path]] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = c.get(raw, key, str, "mqtt")
+        files[key] = None
+        if value is not None:
+            path = _resolve(base, value)
+            if not path.is_file():
+                c.errors.append(f"mqtt.{key}: file not found: {path}")
+            files[key] = path
+            if not tls:
+                c.errors.append(f"mqtt.{key}: TLS files need an mqtts:// URL")
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        c.errors.append("mqtt.cert_file/key_file: give both for a client certificate, or neither")
+    insecure = c.get(raw, "tls_insecure", bool, "mqtt", default=False)
     return MqttConfig(
         host=host,
         port=port,
@@ -229,7 +339,71 @@ def _parse_mqtt(c: _Collector, raw: dict[str, Any], device_id: str) -> Optional[
         qos=qos,
         keepalive_s=keepalive,
         connect_timeout_s=timeout,
+        tls=tls,
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+        tls_insecure=insecure,
+        username=username,
+        password=Secret(password) if password is not None else None,
+        protocol=protocol,
+        reconnect_min_s=backoff_min,
+        reconnect_max_s=backoff_max,
+        retain=retain,
     )
+
+
+_MQTT_KEYS = (
+    "url", "client_id", "topic_prefix", "qos", "protocol", "keepalive_s", "connect_timeout_s",
+    "reconnect_min_s", "reconnect_max_s", "retain", "username", "password", "password_file",
+    "password_env", "password_credential", "ca_file", "cert_file", "key_file", "tls_insecure",
+)  # fmt: skip
+
+
+def _password(c: _Collector, raw: dict[str, Any], base: Path, env: dict[str, str]) -> Optional[str]:
+    """The broker password from (first found): SENSORCAST_MQTT_PASSWORD, password_credential
+    (systemd ``LoadCredential=``), password_file, password_env, password."""
+    if env.get("SENSORCAST_MQTT_PASSWORD"):
+        return env["SENSORCAST_MQTT_PASSWORD"]
+    given = [k for k in ("password", "password_file", "password_env", "password_credential")
+             if k in raw]  # fmt: skip
+    if len(given) > 1:
+        c.errors.append(f"mqtt: give only one of {', '.join(given)}")
+        return None
+    if not given:
+        return None
+    key = given[0]
+    value: Optional[str] = c.get(raw, key, str, "mqtt")
+    if value is None:
+        return None
+    if key == "password":
+        return value
+    if key == "password_env":
+        if value not in env:
+            c.errors.append(f"mqtt.password_env: environment variable {value} is not set")
+            return None
+        return env[value]
+    if key == "password_credential":
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            c.errors.append(
+                "mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
+                "(use LoadCredential= in the systemd unit)"
+            )
+            return None
+        path = Path(creds) / value
+    else:
+        path = _resolve(base, value)
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        c.errors.append(f"mqtt.{key}: cannot read {path} ({exc.strerror})")
+        return None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _parse_stream(
@@ -241,11 +415,14 @@ def _parse_stream(
             "name",
             "model",
             "input_topic",
+            "inputs",
+            "sources",
             "features",
             "resample",
             "max_gap_s",
             "close_delay_s",
             "max_future_s",
+            "retain",
         },
         where,
     )
@@ -261,9 +438,16 @@ def _parse_stream(
             model_path = base / model_path
         if not model_path.is_file():
             c.errors.append(f"{where}.model: file not found: {model_path}")
-    topic = c.get(raw, "input_topic", str, where, required=True)
-    if isinstance(topic, str) and (not topic or "#" in topic or "+" in topic):
-        c.errors.append(f"{where}.input_topic: must be a topic name without wildcards")
+    topic = c.get(raw, "input_topic", str, where)
+    if isinstance(topic, str):
+        _check_topic(c, topic, f"{where}.input_topic")
+    sources = _parse_sources(c, raw, where, base)
+    if topic is None and not sources:
+        c.errors.append(
+            f"{where}: no input; set input_topic, or add [streams.inputs.<feature>] "
+            "or [[streams.sources]] tables"
+        )
+    retain = c.get(raw, "retain", bool, where)
     features = c.get(raw, "features", list, where)
     if features is not None and (
         not features or not all(isinstance(f, str) and f for f in features)
@@ -287,7 +471,114 @@ def _parse_stream(
         input_topic=topic,
         features=tuple(features) if features is not None else None,
         resample=resample,
+        sources=tuple(sources),
+        retain=retain,
         **seconds,
+    )
+
+
+def _check_topic(c: _Collector, topic: str, where: str) -> None:
+    if not topic or "#" in topic or "+" in topic:
+        c.errors.append(f"{where}: must be a topic name without wildcards")
+
+
+#: Keys each source type takes, besides ``type``.
+_SOURCE_KEYS = {
+    "mqtt": {"topic"},
+    "mqtt_value": {"topic"},
+    "file": {"path", "parser", "scale", "offset", "interval_s", "max_backoff_s"},
+    "command": {"command", "format", "interval_s", "timeout_s", "max_backoff_s"},
+    "stdin": set(),
+}
+#: Types allowed per feature ([streams.inputs.X]) and for whole streams ([[streams.sources]]).
+_FEATURE_TYPES = ("file", "mqtt_value", "command")
+_STREAM_TYPES = ("mqtt", "command", "stdin")
+
+
+def _parse_sources(
+    c: _Collector, raw: dict[str, Any], where: str, base: Path
+) -> list[SourceConfig]:
+    out: list[SourceConfig] = []
+    inputs = c.table(raw, "inputs", f"{where}.inputs")
+    for feature, table in inputs.items():
+        here = f"{where}.inputs.{feature}"
+        if not isinstance(table, dict):
+            c.errors.append(f"{here}: must be a table")
+            continue
+        parsed = _parse_source(c, table, here, base, feature, _FEATURE_TYPES)
+        if parsed is not None:
+            out.append(parsed)
+    listed = raw.get("sources", [])
+    if not isinstance(listed, list):
+        c.errors.append(f"{where}.sources: must be an array of tables ([[streams.sources]])")
+        listed = []
+    for i, table in enumerate(listed):
+        here = f"{where}.sources[{i}]"
+        if not isinstance(table, dict):
+            c.errors.append(f"{here}: must be a table")
+            continue
+        parsed = _parse_source(c, table, here, base, None, _STREAM_TYPES)
+        if parsed is not None:
+            out.append(parsed)
+    return out
+
+
+def _parse_source(
+    c: _Collector,
+    raw: dict[str, Any],
+    where: str,
+    base: Path,
+    feature: Optional[str],
+    types: tuple[str, ...],
+) -> Optional[SourceConfig]:
+    before = len(c.errors)
+    kind = c.get(raw, "type", str, where, required=True)
+    if kind is None:
+        return None
+    if kind not in types:
+        c.errors.append(f"{where}.type: must be one of {', '.join(types)}, not {kind!r}")
+        return None
+    c.unknown(raw, {"type", *_SOURCE_KEYS[kind]}, where)
+    topic = c.get(raw, "topic", str, where, required=kind in ("mqtt", "mqtt_value"))
+    if topic is not None:
+        _check_topic(c, topic, f"{where}.topic")
+    path = None
+    if kind == "file":
+        text = c.get(raw, "path", str, where, required=True)
+        if text is not None:
+            path = _resolve(base, text)
+            matches = glob.glob(str(path)) if glob.has_magic(str(path)) else [str(path)]
+            if not any(Path(m).is_file() for m in matches):
+                c.errors.append(f"{where}.path: file not found: {path}")
+    parser = c.get(raw, "parser", str, where, default="number")
+    if parser not in ("number", "w1_slave"):
+        c.errors.append(f"{where}.parser: must be 'number' or 'w1_slave'")
+    command = c.get(raw, "command", list, where, required=kind == "command")
+    if command is not None and (not command or not all(isinstance(a, str) for a in command)):
+        c.errors.append(f'{where}.command: must be a list of strings, e.g. ["/usr/bin/x", "-j"]')
+        command = None
+    fmt = c.get(raw, "format", str, where, default="number" if feature else "json")
+    if fmt not in ("number", "json") or (fmt == "number" and feature is None):
+        c.errors.append(f"{where}.format: must be 'json' (or 'number' for one feature's input)")
+    numbers = {}
+    for key, default in (("scale", 1.0), ("offset", 0.0), ("interval_s", 10.0),
+                         ("timeout_s", 5.0), ("max_backoff_s", 60.0)):  # fmt: skip
+        numbers[key] = c.get(raw, key, float, where, default=default)
+    for key in ("interval_s", "timeout_s", "max_backoff_s"):
+        if not numbers[key] > 0:
+            c.errors.append(f"{where}.{key}: must be > 0 seconds")
+    if len(c.errors) > before:
+        return None
+    return SourceConfig(
+        type=kind,
+        where=where,
+        feature=feature,
+        topic=topic,
+        path=path,
+        parser=parser,
+        command=tuple(command) if command else (),
+        format=fmt,
+        **numbers,
     )
 
 

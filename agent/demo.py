@@ -77,15 +77,17 @@ def wait_port(port: int, timeout_s: float) -> bool:
 class MosquittoBroker:
     """The system's ``mosquitto`` on a free loopback port, anonymous, no persistence."""
 
-    def __init__(self, binary: str, port: Optional[int] = None, extra_conf: str = "") -> None:
+    def __init__(self, binary: str, port: Optional[int] = None, conf: Optional[str] = None) -> None:
+        """``conf`` replaces the default (anonymous) listener config; ``{port}`` is filled in."""
         self.binary = binary
         self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="sensorcast-mosquitto-")
         self.conf = Path(self._dir.name) / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            + extra_conf
-        )
+        body = conf or "listener {port} 127.0.0.1\nallow_anonymous true\n"
+        # Started as root, mosquitto drops to the 'mosquitto' user, which cannot read files in
+        # our private temporary directories (certificates, password files): keep the user.
+        user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+        self.conf.write_text(user + body.format(port=self.port) + "persistence false\n")
         self.log = Path(self._dir.name) / "mosquitto.log"
         self._proc: Optional[subprocess.Popen[bytes]] = None
 
@@ -115,7 +117,10 @@ class MosquittoBroker:
             )
         if not wait_port(self.port, 10):
             self.stop()
-            raise SensorcastError(f"mosquitto did not start on port {self.port}; see {self.log}")
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SensorcastError(
+                f"mosquitto did not start on port {self.port}: {' | '.join(tail)}"
+            )
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

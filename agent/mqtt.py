@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from typing import Any, Callable
@@ -32,14 +33,30 @@ class MqttLink:
     def __init__(self, cfg: MqttConfig, status_topic: str) -> None:
         self.cfg = cfg
         self.status_topic = status_topic
+        v5 = cfg.protocol == "5"
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
-            protocol=paho.MQTTv311,
-            clean_session=True,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else True,
         )
         self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=60)
+        self._client.reconnect_delay_set(
+            min_delay=max(1, round(cfg.reconnect_min_s)),
+            max_delay=max(1, round(cfg.reconnect_max_s)),
+        )
+        if cfg.username is not None:
+            password = cfg.password.reveal() if cfg.password is not None else None
+            self._client.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            self._client.tls_set(
+                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                keyfile=str(cfg.key_file) if cfg.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            # Hostname verification stays on unless the user turned it off explicitly.
+            self._client.tls_insecure_set(cfg.tls_insecure)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._subscriptions: list[tuple[str, int]] = []
@@ -67,6 +84,12 @@ class MqttLink:
         where = f"MQTT broker {self.cfg.host}:{self.cfg.port} (mqtt.url)"
         try:
             self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except ssl.SSLError as exc:
+            detail = getattr(exc, "verify_message", None) or exc.reason or exc
+            raise PublishError(
+                f"TLS with {where} failed: {detail}; check mqtt.ca_file, "
+                "mqtt.cert_file and mqtt.key_file, and that the broker's certificate names the host"
+            ) from exc
         except OSError as exc:
             raise PublishError(
                 f"cannot reach {where}: {exc.strerror or exc}; "
@@ -82,7 +105,9 @@ class MqttLink:
         reason = self._connack_reason
         if reason is not None and reason.is_failure:
             self._stop_loop()
-            raise PublishError(f"{where} refused the connection: {reason}; check the credentials")
+            raise PublishError(
+                f"{where} refused the connection: {reason}; check mqtt.username and the password"
+            )
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
         """Queue a message with paho; returns paho's ``MQTTMessageInfo``."""

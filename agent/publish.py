@@ -34,6 +34,7 @@ class ForecastPublisher:
         qos: int,
         targets: tuple[str, ...],
         period_s: float,
+        retain: bool = False,
     ) -> None:
         self._link = link
         self._device = device
@@ -42,6 +43,7 @@ class ForecastPublisher:
         self.topic = forecast_topic(prefix, device, stream)
         self._targets = list(targets)
         self._period = period_s
+        self._retain = retain
         self.seq = 0
 
     def publish(self, model: str, window_end: float, values: np.ndarray) -> Any:
@@ -64,4 +66,4 @@ class ForecastPublisher:
         }
         self.seq += 1
         payload = json.dumps(message, separators=(",", ":")).encode()
-        return self._link.publish(self.topic, payload, qos=self._qos)
+        return self._link.publish(self.topic, payload, qos=self._qos, retain=self._retain)

@@ -8,6 +8,7 @@ takes a lock.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import time
@@ -16,14 +17,23 @@ from types import FrameType
 from typing import Any, Optional
 
 from agent.config import Config, StreamConfig
-from agent.errors import ModelError
+from agent.errors import ConfigError, ModelError
 from agent.forecast import Forecaster, check_fits
 from agent.logutil import RateLimitedLog
 from agent.manifest import Bundle, read_bundle
 from agent.mqtt import MqttLink
 from agent.publish import ForecastPublisher, status_topic
 from agent.runtime import Runtime, load_runtime
-from agent.sources import MqttJsonSource, Reading
+from agent.sources import (
+    CommandSource,
+    FileSource,
+    MqttJsonSource,
+    MqttValueSource,
+    Reading,
+    ReadingSink,
+    Source,
+    StdinSource,
+)
 from agent.window import REASONS, Window
 
 __all__ = ["Service", "Stream", "load_streams"]
@@ -44,7 +54,7 @@ class Stream:
     forecaster: Forecaster
     window: Window
     publisher: Optional[ForecastPublisher] = None
-    source: Optional[MqttJsonSource] = None
+    sources: list[Source] = field(default_factory=list)
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     forecasts: int = 0
@@ -61,6 +71,7 @@ def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]
         try:
             bundle = read_bundle(sc.model)
             check_fits(bundle, sc.features, sc.name)
+            _check_inputs(sc, bundle.manifest.features)
             forecaster = Forecaster(bundle, runtime)
         except ModelError as exc:
             message = str(exc)
@@ -81,6 +92,63 @@ def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]
     return streams
 
 
+def _check_inputs(sc: StreamConfig, features: tuple[str, ...]) -> None:
+    """Every model feature needs a source, and every per-feature input a model feature."""
+    for source in sc.sources:
+        if source.feature is not None and source.feature not in features:
+            raise ModelError(
+                f"stream {sc.name}: {source.where} names feature {source.feature!r}, but the "
+                f"model's features are {', '.join(features)}"
+            )
+    if sc.input_topic is not None or any(s.feature is None for s in sc.sources):
+        return  # a whole-stream source may carry every feature
+    missing = [f for f in features if f not in {s.feature for s in sc.sources}]
+    if missing:
+        raise ModelError(
+            f"stream {sc.name}: no source for feature {', '.join(missing)}; add "
+            f"[streams.inputs.{missing[0]}] or an input_topic"
+        )
+
+
+def build_sources(stream: Stream, link: MqttLink, sink: ReadingSink) -> list[Source]:
+    """Make the stream's sources; MQTT ones are subscribed on ``link``."""
+    sc, features = stream.cfg, stream.bundle.manifest.features
+    i, name = stream.index, sc.name
+    out: list[Source] = []
+    if sc.input_topic is not None:
+        json_source = MqttJsonSource(i, name, features, sc.input_topic, sink)
+        link.subscribe(sc.input_topic, json_source.handle, qos=1)
+        out.append(json_source)
+    for cfg in sc.sources:
+        index = features.index(cfg.feature) if cfg.feature is not None else None
+        source: Source
+        if cfg.type == "mqtt":
+            assert cfg.topic is not None
+            source = MqttJsonSource(i, name, features, cfg.topic, sink)
+            link.subscribe(cfg.topic, source.handle, qos=1)
+        elif cfg.type == "mqtt_value":
+            assert cfg.topic is not None and index is not None
+            source = MqttValueSource(i, name, features, index, cfg.topic, sink)
+            link.subscribe(cfg.topic, source.handle, qos=1)
+        elif cfg.type == "file":
+            assert cfg.path is not None and index is not None
+            source = FileSource(
+                i, name, features, index, str(cfg.path), sink,
+                interval_s=cfg.interval_s, parser=cfg.parser, scale=cfg.scale,
+                offset=cfg.offset, max_backoff_s=cfg.max_backoff_s,
+            )  # fmt: skip
+        elif cfg.type == "command":
+            source = CommandSource(
+                i, name, features, index, cfg.command, sink,
+                interval_s=cfg.interval_s, timeout_s=cfg.timeout_s, format=cfg.format,
+                max_backoff_s=cfg.max_backoff_s,
+            )  # fmt: skip
+        else:
+            source = StdinSource(i, name, features, sink)
+        out.append(source)
+    return out
+
+
 class Service:
     """Runs the agent until SIGTERM/SIGINT (or :meth:`stop`)."""
 
@@ -93,13 +161,20 @@ class Service:
         for s in self.streams:
             m = s.bundle.manifest
             s.publisher = ForecastPublisher(
-                self.link, device, s.cfg.name, prefix, cfg.mqtt.qos, m.targets, m.period_s
+                self.link,
+                device,
+                s.cfg.name,
+                prefix,
+                cfg.mqtt.qos,
+                m.targets,
+                m.period_s,
+                retain=cfg.mqtt.retain if s.cfg.retain is None else s.cfg.retain,
             )
-            s.source = MqttJsonSource(
-                s.index, s.cfg.name, m.features, s.cfg.input_topic, self._queue.put
-            )
-            self.link.subscribe(s.cfg.input_topic, s.source.handle, qos=1)
+            s.sources = build_sources(s, self.link, self._queue.put)
+        if sum(src.type_name == "stdin" for s in self.streams for src in s.sources) > 1:
+            raise ConfigError("only one stream can read stdin ([[streams.sources]] type = 'stdin')")
         self._stopping = False
+        self._signal = 0
         self._log = RateLimitedLog(logger)
 
     def stop(self) -> None:
@@ -113,10 +188,11 @@ class Service:
         """SIGTERM/SIGINT stop gracefully; a second one exits at once."""
 
         def handle(signum: int, _frame: Optional[FrameType]) -> None:
+            # No logging or other I/O here: the main thread may be inside a write to
+            # stderr, and a reentrant write raises out of this handler.
             if self._stopping:
-                logger.warning("second signal %d: exiting without draining", signum)
-                raise SystemExit(128 + signum)
-            logger.info("signal %d: shutting down", signum)
+                os._exit(128 + signum)
+            self._signal = signum
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -125,6 +201,11 @@ class Service:
     def run(self) -> None:
         """Connect, then process readings and forecast until stopped."""
         self.link.connect()
+        for s in self.streams:
+            for source in s.sources:
+                start = getattr(source, "start", None)
+                if callable(start):
+                    start()
         names = ", ".join(f"{s.cfg.name} ({s.bundle.label})" for s in self.streams)
         logger.info(
             "online as %s on %s; streams: %s; runtime %s",
@@ -148,8 +229,13 @@ class Service:
                 if time.monotonic() >= next_summary:
                     self.log_summary()
                     next_summary = time.monotonic() + SUMMARY_S
+            if self._signal:
+                logger.info("signal %d: shutting down", self._signal)
             self._drain(time.time(), limit=None)
         finally:
+            for s in self.streams:
+                for source in s.sources:
+                    source.close()
             self.log_summary()
             self.link.close()
 
@@ -200,8 +286,8 @@ class Service:
         out: dict[str, Any] = {}
         for s in self.streams:
             rejected = dict(s.rejected)
-            if s.source is not None:
-                for reason, n in s.source.rejected.items():
+            for source in s.sources:
+                for reason, n in list(source.rejected.items()):
                     rejected[reason] = rejected.get(reason, 0) + n
             out[s.cfg.name] = {
                 "accepted": s.accepted,

@@ -1,29 +1,21 @@
-"""JSON readings over MQTT: ``{"ts": <unix s>, "<feature>": <number>, ...}``."""
+"""Readings over MQTT: JSON objects for a whole stream, or one number per message."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 
+from agent.errors import ConfigError
 from agent.logutil import RateLimitedLog
 from agent.sources.base import Reading, ReadingSink, Source
+from agent.sources.parse import Rejection, parse_json_reading, parse_number
 
-__all__ = ["MqttJsonSource"]
+__all__ = ["MqttJsonSource", "MqttValueSource"]
 
 logger = logging.getLogger(__name__)
 
 
-class MqttJsonSource(Source):
-    """Parses JSON objects from a stream's input topic.
-
-    ``ts`` is optional (the arrival time is used when absent). Each of the
-    stream's features present with a number becomes a reading; a missing or
-    non-numeric feature is counted and the others are kept. Keys that are not
-    features are ignored.
-    """
-
-    type_name = "mqtt"
+class _MqttSource(Source):
+    """What the MQTT sources share: a topic, a sink and rate-limited reject logs."""
 
     def __init__(
         self,
@@ -37,45 +29,86 @@ class MqttJsonSource(Source):
         self.topic = topic
         self._sink = sink
         self._log = RateLimitedLog(logger)
-        self._indexed = tuple(enumerate(features))
-
-    def handle(self, payload: bytes, arrival: float) -> None:
-        """Parse one message (called from the MQTT network thread)."""
-        self.messages += 1
-        try:
-            obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            self._bad("not_json", "payload is not JSON")
-            return
-        if not isinstance(obj, dict):
-            self._bad("not_object", "payload is not a JSON object")
-            return
-        ts = obj.get("ts", arrival)
-        if not _is_number(ts) or not math.isfinite(ts):
-            self._bad("bad_timestamp", "ts is not a finite number of Unix seconds")
-            return
-        readings = []
-        for index, name in self._indexed:
-            value = obj.get(name)
-            if value is None:
-                self._bad("missing_feature", f"feature {name!r} is missing")
-            elif not _is_number(value):
-                self._bad("bad_value", f"feature {name!r} is not a number")
-            else:
-                readings.append(Reading(self.stream, index, float(ts), float(value)))
-        if readings:
-            self._sink(readings)
 
     def _bad(self, reason: str, what: str) -> None:
         self.reject(reason)
         self._log.warning(
-            f"{self.stream_name}:{reason}",
+            f"{self.stream_name}:{self.topic}:{reason}",
             "stream %s: rejected a reading on %s: %s",
             self.stream_name,
             self.topic,
             what,
         )
 
+    def _hand_on(self, readings: list[Reading], rejections: list[Rejection]) -> None:
+        for r in rejections:
+            self._bad(r, r.detail)
+        if readings:
+            self._sink(readings)
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+class MqttJsonSource(_MqttSource):
+    """Parses JSON objects from a stream's input topic.
+
+    ``{"ts": <unix s>, "<feature>": <number>, ...}``: ``ts`` is optional (the
+    arrival time is used when absent). Each of the stream's features present
+    with a number becomes a reading; a missing or non-numeric feature is
+    counted and the others are kept. Keys that are not features are ignored.
+    """
+
+    type_name = "mqtt"
+
+    def __init__(
+        self,
+        stream: int,
+        stream_name: str,
+        features: tuple[str, ...],
+        topic: str,
+        sink: ReadingSink,
+    ) -> None:
+        super().__init__(stream, stream_name, features, topic, sink)
+        self._indexed = tuple(enumerate(features))
+
+    def handle(self, payload: bytes, arrival: float) -> None:
+        """Parse one message (called from the MQTT network thread); ``arrival`` in Unix s."""
+        self.messages += 1
+        self._hand_on(*parse_json_reading(payload, arrival, self._indexed, self.stream))
+
+
+class MqttValueSource(_MqttSource):
+    """One feature of a stream from its own topic, one number per message.
+
+    ``sensors/room/temperature`` -> ``21.4``, timestamped with the arrival
+    time. A JSON object ``{"ts": <unix s>, "value": <number>}`` is accepted as
+    well (``ts`` optional, as for :class:`MqttJsonSource`).
+    """
+
+    type_name = "mqtt_value"
+
+    def __init__(
+        self,
+        stream: int,
+        stream_name: str,
+        features: tuple[str, ...],
+        feature_index: int,
+        topic: str,
+        sink: ReadingSink,
+    ) -> None:
+        super().__init__(stream, stream_name, features, topic, sink)
+        if not 0 <= feature_index < len(features):
+            raise ConfigError(f"stream {stream_name}: feature index {feature_index} out of range")
+        self.feature_index = feature_index
+        self._value_key = ((feature_index, "value"),)
+
+    def handle(self, payload: bytes, arrival: float) -> None:
+        """Parse one message (called from the MQTT network thread); ``arrival`` in Unix s."""
+        self.messages += 1
+        if payload.lstrip().startswith(b"{"):
+            self._hand_on(*parse_json_reading(payload, arrival, self._value_key, self.stream))
+            return
+        try:
+            value = parse_number(payload)
+        except ValueError as exc:
+            self._bad(str(exc), f"payload is not a number ({exc})")
+            return
+        self._sink([Reading(self.stream, self.feature_index, arrival, value)])

@@ -1,0 +1,147 @@
+"""Readings printed by a command run on a schedule."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+from agent.errors import ConfigError, SourceError
+from agent.sources.base import Reading, ReadingSink
+from agent.sources.parse import parse_json_reading, parse_number
+from agent.sources.poll import DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S, PolledSource
+
+__all__ = ["DEFAULT_TIMEOUT_S", "FORMATS", "CommandSource"]
+
+DEFAULT_TIMEOUT_S = 5.0  #: How long a command may run, seconds.
+FORMATS = ("number", "json")  #: What a command prints.
+REAP_TIMEOUT_S = 1.0  #: How long to wait for a killed command to go, seconds.
+STDERR_TAIL = 200  #: Characters of a failed command's stderr that go into the log.
+
+
+class CommandSource(PolledSource):
+    """Runs ``command`` (an argv list, no shell) every ``interval_s`` seconds.
+
+    ``format = "number"``: stdout is one number for the feature at
+    ``feature_index``, timestamped when the command exits. ``format =
+    "json"``: stdout is one JSON object like an MQTT JSON reading (features
+    by name, optional ``ts`` in Unix seconds). The default is ``number`` when
+    the source is bound to one feature (``feature_index`` given), else ``json``.
+
+    A non-zero exit or running longer than ``timeout_s`` seconds is a failure
+    (the command and anything it started are killed). The command gets no
+    stdin and runs in its own session, so the agent's signals do not reach it.
+    """
+
+    type_name = "command"
+
+    def __init__(
+        self,
+        stream: int,
+        stream_name: str,
+        features: tuple[str, ...],
+        feature_index: Optional[int],
+        command: Sequence[str],
+        sink: ReadingSink,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        format: Optional[str] = None,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+    ) -> None:
+        super().__init__(stream, stream_name, features, sink, interval_s, max_backoff_s)
+        where = f"stream {stream_name}: command source"
+        if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
+            raise ConfigError(f"{where}: command must be a non-empty list of strings")
+        if format is None:
+            format = "json" if feature_index is None else "number"
+        if format not in FORMATS:
+            raise ConfigError(f"{where}: format must be one of {', '.join(FORMATS)}")
+        if format == "number" and feature_index is None:
+            raise ConfigError(f"{where}: format 'number' needs the source bound to one feature")
+        if feature_index is not None and not 0 <= feature_index < len(features):
+            raise ConfigError(f"{where}: feature index {feature_index} out of range")
+        if not timeout_s > 0:
+            raise ConfigError(f"{where}: timeout_s must be > 0, not {timeout_s}")
+        self.feature_index = feature_index
+        self.command = tuple(command)
+        self.timeout_s = timeout_s
+        self.format = format
+        if feature_index is None:
+            self._indexed = tuple(enumerate(features))
+        else:
+            self._indexed = ((feature_index, features[feature_index]),)
+        self._proc_lock = threading.Lock()
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+
+    def describe(self) -> str:
+        """The command's name, for log lines."""
+        return f"command {self.command[0]}"
+
+    def read_once(self, now: float) -> list[Reading]:
+        """Run the command once and parse what it printed; ``now`` in Unix s."""
+        stdout = self._run_command()
+        ts = time.time()
+        if self.format == "number":
+            assert self.feature_index is not None
+            return [Reading(self.stream, self.feature_index, ts, parse_number(stdout))]
+        readings, rejections = parse_json_reading(stdout, ts, self._indexed, self.stream)
+        for r in rejections:
+            self._bad(r, r.detail)
+        return readings
+
+    def _run_command(self) -> bytes:
+        with self._proc_lock:
+            if self._stop.is_set():
+                raise SourceError("closing")
+            proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            self._proc = proc
+        try:
+            try:
+                stdout, stderr = proc.communicate(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                raise
+        finally:
+            with self._proc_lock:
+                self._proc = None
+        if proc.returncode != 0:
+            tail = stderr.decode("utf-8", errors="replace").strip()[-STDERR_TAIL:]
+            raise SourceError(f"exit status {proc.returncode}" + (f": {tail}" if tail else ""))
+        return stdout
+
+    def _interrupt(self) -> None:
+        with self._proc_lock:
+            if self._proc is not None and self._proc.returncode is None:
+                _kill(self._proc, reap=False)
+
+
+def _kill(proc: subprocess.Popen[bytes], reap: bool = True) -> None:
+    """Kill the command and what it started (its session), then reap it."""
+    try:
+        if hasattr(os, "killpg"):
+            # start_new_session made the command a process group leader.
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # pragma: no cover - not POSIX
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+    if not reap:
+        return
+    try:
+        proc.communicate(timeout=REAP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # Something outside the session still holds the pipes; stop waiting for it.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait(REAP_TIMEOUT_S)

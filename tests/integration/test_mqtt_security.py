@@ -1,0 +1,199 @@
+"""TLS (CA, client certificates, hostname verification), passwords and MQTT 5 against a
+real Mosquitto, with certificates made here by the openssl command."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.demo import MosquittoBroker
+from tests.conftest import missing_tool
+
+PASSWORD = "s3cret-Pa55"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(d: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)  # fmt: skip
+
+
+def _make_cert(d: Path, name: str, ca: str, san: str) -> None:
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+             cwd=d)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        missing_tool("openssl is not installed: apt-get install openssl")
+    d = tmp_path_factory.mktemp("pki")
+    _make_ca(d, "ca")
+    _make_ca(d, "otherca")
+    _make_cert(d, "server", "ca", "DNS:localhost,IP:127.0.0.1")
+    _make_cert(d, "wrongname", "ca", "DNS:not-this-host.example")
+    _make_cert(d, "client", "ca", "DNS:client")
+    return d
+
+
+def _broker(conf: str) -> Iterator[MosquittoBroker]:
+    binary = MosquittoBroker.find()
+    if binary is None:
+        missing_tool("mosquitto is not installed: apt-get install mosquitto")
+    assert binary is not None
+    broker = MosquittoBroker(binary, conf=conf)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki: Path) -> Iterator[MosquittoBroker]:
+    yield from _broker(
+        f"listener {{port}} 127.0.0.1\nallow_anonymous true\ncafile {pki}/ca.crt\n"
+        f"certfile {pki}/server.crt\nkeyfile {pki}/server.key\nrequire_certificate true\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def wrong_name_broker(pki: Path) -> Iterator[MosquittoBroker]:
+    yield from _broker(
+        f"listener {{port}} 127.0.0.1\nallow_anonymous true\ncafile {pki}/ca.crt\n"
+        f"certfile {pki}/wrongname.crt\nkeyfile {pki}/wrongname.key\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def password_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        missing_tool("mosquitto_passwd is not installed: apt-get install mosquitto")
+    assert tool is not None
+    passwd = tmp_path_factory.mktemp("passwd") / "passwd"
+    subprocess.run([tool, "-b", "-c", str(passwd), "pi", PASSWORD], check=True)
+    passwd.chmod(0o644)  # mosquitto may drop privileges
+    yield from _broker(
+        f"listener {{port}} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+    )
+
+
+def _config(tmp_path: Path, demo_dir: Path, mqtt: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'[device]\nid = "sec"\n[mqtt]\n{mqtt}\nconnect_timeout_s = 5\n'
+        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\ninput_topic = "in/room"\n'
+    )
+    return path
+
+
+def _run_until_online(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Start the agent; once it logs that it is online, stop it. Returns (exit code, stderr)."""
+    lines = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        for line in proc.stderr:
+            lines.append(line)
+            if " online as " in line:
+                proc.send_signal(signal.SIGTERM)
+            if time.monotonic() > deadline:
+                proc.kill()
+        proc.wait(20)
+    return proc.returncode, "".join(lines)
+
+
+def test_tls_with_client_certificate_and_hostname_verification(
+    tls_broker: MosquittoBroker, pki: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    mqtt = (
+        f'url = "mqtts://localhost:{tls_broker.port}"\nca_file = "{pki}/ca.crt"\n'
+        f'cert_file = "{pki}/client.crt"\nkey_file = "{pki}/client.key"'
+    )
+    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
+    assert code == 0, log
+    assert " online as sec" in log
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("unknown_ca", "certificate"),
+        ("no_client_cert", "TLS with MQTT broker"),
+    ],
+)
+def test_tls_problems_are_clear_errors_at_start(
+    case: str, needle: str, tls_broker: MosquittoBroker, pki: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    ca = "otherca" if case == "unknown_ca" else "ca"
+    mqtt = f'url = "mqtts://localhost:{tls_broker.port}"\nca_file = "{pki}/{ca}.crt"'
+    if case == "unknown_ca":
+        mqtt += f'\ncert_file = "{pki}/client.crt"\nkey_file = "{pki}/client.key"'
+    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
+    assert code == 1
+    errors = [ln for ln in log.splitlines() if ln.startswith("sensorcast: error:")]
+    assert len(errors) == 1 and "Traceback" not in log, log
+    assert needle in errors[0] or "refused" in errors[0] or "did not answer" in errors[0], errors
+
+
+def test_hostname_verification_is_on_by_default(
+    wrong_name_broker: MosquittoBroker, pki: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    mqtt = f'url = "mqtts://127.0.0.1:{wrong_name_broker.port}"\nca_file = "{pki}/ca.crt"'
+    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
+    assert code == 1 and "TLS with MQTT broker" in log, log
+    assert "IP address mismatch" in log or "hostname" in log.lower(), log
+    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt + "\ntls_insecure = true"))
+    assert code == 0, log
+
+
+def test_password_from_a_file_and_from_the_environment(
+    password_broker: MosquittoBroker, demo_dir: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(PASSWORD + "\n")
+    base = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"'
+    code, log = _run_until_online(_config(tmp_path, demo_dir, f'{base}\npassword_file = "{secret}"'))
+    assert code == 0, log
+    env = {"PATH": "/usr/bin:/bin", "SENSORCAST_MQTT_PASSWORD": PASSWORD}
+    code, log = _run_until_online(_config(tmp_path, demo_dir, base), env=env)
+    assert code == 0, log
+    assert PASSWORD not in log
+
+
+def test_wrong_password_is_a_clear_error_not_a_retry_loop(
+    password_broker: MosquittoBroker, demo_dir: Path, tmp_path: Path
+) -> None:
+    mqtt = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"\npassword = "nope"'
+    started = time.monotonic()
+    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
+    assert code == 1 and time.monotonic() - started < 20
+    errors = [ln for ln in log.splitlines() if ln.startswith("sensorcast: error:")]
+    assert len(errors) == 1 and "refused the connection" in errors[0], log
+    assert "nope" not in log
+
+
+def test_mqtt5_protocol(mosquitto: MosquittoBroker, demo_dir: Path, tmp_path: Path) -> None:
+    mqtt = f'url = "mqtt://127.0.0.1:{mosquitto.port}"\nprotocol = "5"'
+    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
+    assert code == 0, log
