@@ -15,6 +15,8 @@ Resampling policy (per stream, documented in the README):
 * A slot with no reading for a feature carries that feature's last value
   forward while the gap since its last reading is at most ``max_gap_s``;
   beyond that the window is emptied (a *gap*) instead of inventing data.
+* A reading within 0.01 % of a period before a slot boundary counts for the
+  next slot, so float rounding in timestamps cannot shift rows.
 * Readings that are not finite, too far in the future, duplicate, out of
   order or for an already closed slot are rejected with a reason code.
 
@@ -44,6 +46,9 @@ REJECT_FUTURE = -2
 REJECT_DUPLICATE = -3
 REJECT_OUT_OF_ORDER = -4
 REJECT_LATE = -5
+
+#: A reading this fraction of a period before a slot boundary counts for the next slot.
+SLOT_TOLERANCE = 1e-4
 
 #: Reason names by reject code, as counted and logged.
 REASONS = {
@@ -132,7 +137,9 @@ class Window:
         last_ts = self._last_ts[feature]
         if ts <= last_ts:
             return REJECT_DUPLICATE if ts == last_ts else REJECT_OUT_OF_ORDER
-        slot = int(ts // self.period_s)
+        # A hair of tolerance: timestamps made as start + i * period (period 0.1 s, say)
+        # land a float rounding error short of their slot boundary.
+        slot = math.floor(ts / self.period_s + SLOT_TOLERANCE)
         if self.closed_through is not None and slot <= self.closed_through:
             return REJECT_LATE
         appended = 0

@@ -173,7 +173,9 @@ def test_password_from_a_file_and_from_the_environment(
     secret = tmp_path / "mqtt-password"
     secret.write_text(PASSWORD + "\n")
     base = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"'
-    code, log = _run_until_online(_config(tmp_path, demo_dir, f'{base}\npassword_file = "{secret}"'))
+    code, log = _run_until_online(
+        _config(tmp_path, demo_dir, f'{base}\npassword_file = "{secret}"')
+    )
     assert code == 0, log
     env = {"PATH": "/usr/bin:/bin", "SENSORCAST_MQTT_PASSWORD": PASSWORD}
     code, log = _run_until_online(_config(tmp_path, demo_dir, base), env=env)
