@@ -95,7 +95,8 @@ def _config(tmp_path: Path, demo_dir: Path, mqtt: str) -> Path:
     path = tmp_path / "agent.toml"
     path.write_text(
         f'[device]\nid = "sec"\n[mqtt]\n{mqtt}\nconnect_timeout_s = 5\n'
-        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\ninput_topic = "in/room"\n'
+        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\n'
+        'input_topic = "in/room"\n'
     )
     return path
 
