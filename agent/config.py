@@ -126,6 +126,7 @@ class StreamConfig:
     max_future_s: Optional[float]  #: How far ahead of the clock a timestamp may be, seconds.
     sources: tuple[SourceConfig, ...] = ()  #: Inputs besides ``input_topic``.
     retain: Optional[bool] = None  #: Retain the last forecast (default: ``mqtt.retain``).
+    rollout_steps: Optional[int] = None  #: Roll a single-step model out this many steps.
 
 
 @dataclass(frozen=True)
@@ -423,6 +424,7 @@ def _parse_stream(
             "close_delay_s",
             "max_future_s",
             "retain",
+            "rollout_steps",
         },
         where,
     )
@@ -448,6 +450,9 @@ def _parse_stream(
             "or [[streams.sources]] tables"
         )
     retain = c.get(raw, "retain", bool, where)
+    rollout = c.get(raw, "rollout_steps", int, where)
+    if rollout is not None and not 1 <= rollout <= 10_000:
+        c.errors.append(f"{where}.rollout_steps: must be between 1 and 10000")
     features = c.get(raw, "features", list, where)
     if features is not None and (
         not features or not all(isinstance(f, str) and f for f in features)
@@ -473,6 +478,7 @@ def _parse_stream(
         resample=resample,
         sources=tuple(sources),
         retain=retain,
+        rollout_steps=rollout,
         **seconds,
     )
 

@@ -10,7 +10,7 @@ from agent.errors import ModelError
 from agent.manifest import Bundle
 from agent.runtime import Runtime, load_runtime
 
-__all__ = ["Forecaster", "check_fits"]
+__all__ = ["Forecaster", "Rollout", "check_fits"]
 
 
 class Forecaster:
@@ -104,6 +104,51 @@ class Forecaster:
         np.multiply(y, self._t_std, out=y)
         np.add(y, self._t_mean, out=y)
         return y
+
+
+class Rollout:
+    """Autoregressive forecasts from a single-step model whose targets are among its inputs.
+
+    Predict one step, append it to a copy of the window (targets replaced by
+    the prediction, other features carried forward from the last row), and
+    predict again, ``steps`` times, as the TensorFlow time-series tutorial does.
+    """
+
+    def __init__(self, forecaster: Forecaster, steps: int) -> None:
+        m = forecaster.bundle.manifest
+        where = f"model {forecaster.bundle.path}"
+        if m.horizon != 1:
+            raise ModelError(
+                f"{where}: rollout_steps needs a single-step model, this one forecasts "
+                f"{m.horizon} steps; remove rollout_steps"
+            )
+        missing = [t for t in m.targets if t not in m.features]
+        if missing:
+            raise ModelError(
+                f"{where}: rollout_steps needs the targets among the inputs; "
+                f"{', '.join(missing)} is not an input feature"
+            )
+        if steps < 1:
+            raise ModelError(f"{where}: rollout_steps must be at least 1")
+        self.forecaster = forecaster
+        self.steps = steps
+        self._target_cols = np.array([m.features.index(t) for t in m.targets])
+        # window + steps rows, allocated once: step k reads rows k .. k + window.
+        self._work = np.zeros((m.window + steps, len(m.features)), dtype=np.float32)
+        self._window = m.window
+        self._y = np.zeros((steps, len(m.targets)), dtype=np.float64)
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        """``(steps, targets)`` forecasts in target units; reused by the next call."""
+        n, work = self._window, self._work
+        work[:n] = window
+        for step in range(self.steps):
+            y = self.forecaster.predict(work[step : step + n])
+            self._y[step] = y[0]
+            if step + 1 < self.steps:
+                work[step + n] = work[step + n - 1]
+                work[step + n, self._target_cols] = y[0]
+        return self._y
 
 
 def check_fits(bundle: Bundle, features: Optional[tuple[str, ...]], stream: str) -> None:

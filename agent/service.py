@@ -14,11 +14,13 @@ import signal
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import numpy as np
 
 from agent.config import Config, StreamConfig
 from agent.errors import ConfigError, ModelError
-from agent.forecast import Forecaster, check_fits
+from agent.forecast import Forecaster, Rollout, check_fits
 from agent.logutil import RateLimitedLog
 from agent.manifest import Bundle, read_bundle
 from agent.mqtt import MqttLink
@@ -53,6 +55,7 @@ class Stream:
     bundle: Bundle
     forecaster: Forecaster
     window: Window
+    predict: Callable[[np.ndarray], np.ndarray]  #: Window -> (steps, targets) forecast.
     publisher: Optional[ForecastPublisher] = None
     sources: list[Source] = field(default_factory=list)
     accepted: int = 0
@@ -73,6 +76,9 @@ def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]
             check_fits(bundle, sc.features, sc.name)
             _check_inputs(sc, bundle.manifest.features)
             forecaster = Forecaster(bundle, runtime)
+            predict = forecaster.predict
+            if sc.rollout_steps is not None:
+                predict = Rollout(forecaster, sc.rollout_steps).predict
         except ModelError as exc:
             message = str(exc)
             if not message.startswith(f"stream {sc.name}"):
@@ -88,7 +94,7 @@ def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]
             close_delay_s=sc.close_delay_s,
             max_future_s=sc.max_future_s,
         )
-        streams.append(Stream(i, sc, bundle, forecaster, window))
+        streams.append(Stream(i, sc, bundle, forecaster, window, predict))
     return streams
 
 
@@ -275,7 +281,7 @@ class Service:
 
     def _forecast(self, stream: Stream) -> None:
         window = stream.window
-        values = stream.forecaster.predict(window.view())
+        values = stream.predict(window.view())
         assert window.closed_through is not None and stream.publisher is not None
         window_end = window.closed_through * window.period_s
         stream.publisher.publish(stream.bundle.label, window_end, values)
