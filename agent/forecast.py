@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from agent.errors import ModelError
-from agent.manifest import Bundle
+from agent.manifest import Bundle, min_runtime_version
 from agent.runtime import Runtime, load_runtime
 
 __all__ = ["Forecaster", "Rollout", "check_fits"]
@@ -25,6 +25,7 @@ class Forecaster:
         self.bundle = bundle
         m = bundle.manifest
         self.runtime = runtime or load_runtime()
+        _check_runtime_version(bundle, self.runtime)
         self._interp: Any = self.runtime.interpreter(bundle.model, num_threads)
         inputs = self._interp.get_input_details()
         outputs = self._interp.get_output_details()
@@ -149,6 +150,28 @@ class Rollout:
                 work[step + n] = work[step + n - 1]
                 work[step + n, self._target_cols] = y[0]
         return self._y
+
+
+def _check_runtime_version(bundle: Bundle, runtime: Runtime) -> None:
+    """Refuse a bundle whose ops are newer than a TensorFlow-versioned runtime.
+
+    (tflite-runtime 2.14, its last release, cannot run e.g. the FULLY_CONNECTED
+    op version that TensorFlow 2.21's dynamic-range quantization emits.)
+    LiteRT has its own version numbers and is newer than any converter here.
+    """
+    if runtime.name == "litert":
+        return
+    need = min_runtime_version(bundle.model)
+    try:
+        have = tuple(int(p) for p in runtime.version.split(".")[:3])
+    except ValueError:
+        return
+    if need is not None and have < need:
+        wanted = ".".join(map(str, need))
+        raise ModelError(
+            f"model {bundle.path} needs a TFLite runtime >= {wanted} but {runtime.name} is "
+            f"{runtime.version}; install ai-edge-litert, or convert with --quantize float32"
+        )
 
 
 def check_fits(bundle: Bundle, features: Optional[tuple[str, ...]], stream: str) -> None:

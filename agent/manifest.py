@@ -215,6 +215,26 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
 def read_manifest_bytes(model: bytes) -> Optional[bytes]:
     """Return the raw manifest stored in a TFLite flatbuffer, or None if absent.
 
+    Raises :class:`ModelError` if the bytes are not a TFLite model.
+    """
+    return read_metadata(model, METADATA_NAME)
+
+
+def min_runtime_version(model: bytes) -> Optional[tuple[int, ...]]:
+    """The converter's ``min_runtime_version`` metadata as a version tuple, if present."""
+    raw = read_metadata(model, "min_runtime_version")
+    if not raw:
+        return None
+    text = raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
+    try:
+        return tuple(int(p) for p in text.split("."))
+    except ValueError:
+        return None
+
+
+def read_metadata(model: bytes, name: str) -> Optional[bytes]:
+    """The bytes of the TFLite metadata entry ``name``, or None if absent.
+
     Walks only the fields it needs (Model.metadata -> Buffer.data) with the
     ``flatbuffers`` runtime; raises :class:`ModelError` if the bytes are not a
     TFLite model.
@@ -233,12 +253,12 @@ def read_manifest_bytes(model: bytes) -> Optional[bytes]:
         for i in range(meta_len):
             meta = _table_at(root, meta_start + 4 * i)
             name_off = meta.Offset(4)  # Metadata.name
-            if not name_off or meta.String(name_off + meta.Pos).decode("utf-8") != METADATA_NAME:
+            if not name_off or meta.String(name_off + meta.Pos).decode("utf-8") != name:
                 continue
             buf_off = meta.Offset(6)  # Metadata.buffer
             index = meta.Get(number_types.Uint32Flags, buf_off + meta.Pos) if buf_off else 0
             if buf_vec is None or index >= buf_vec[1]:
-                raise ModelError("manifest metadata points past the model's buffers")
+                raise ModelError(f"metadata {name} points past the model's buffers")
             buffer = _table_at(root, buf_vec[0] + 4 * index)
             data = _vector(buffer, 4)  # Buffer.data
             if data is None:

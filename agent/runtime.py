@@ -18,7 +18,8 @@ __all__ = ["RUNTIMES", "Runtime", "load_runtime"]
 RUNTIMES = (
     ("litert", "ai_edge_litert.interpreter", "Interpreter"),
     ("tflite-runtime", "tflite_runtime.interpreter", "Interpreter"),
-    ("tensorflow", "tensorflow.lite", "Interpreter"),
+    # tensorflow.lite is a lazily loaded API module: reach it from the top package.
+    ("tensorflow", "tensorflow", "lite.Interpreter"),
 )
 
 
@@ -60,7 +61,10 @@ def load_runtime(prefer: Optional[str] = None) -> Runtime:
             problems.append(f"{name}: {exc}")
             continue
         version = _version(module_name.split(".")[0])
-        return Runtime(name=name, interpreter_class=getattr(module, attr), version=version)
+        target: Any = module
+        for part in attr.split("."):
+            target = getattr(target, part)
+        return Runtime(name=name, interpreter_class=target, version=version)
     raise ModelError(
         "no TFLite interpreter could be imported ("
         + "; ".join(problems)
