@@ -187,9 +187,13 @@ def _join(path: str, key: str) -> str:
 
 
 def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
-        kind, kind.__name__
-    )
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+    }.get(kind, kind.__name__)
 
 
 def load_config(path: Path, env: Optional[dict[str, str]] = None) -> Config:

@@ -44,7 +44,7 @@ def test_shipped_bundle_runs_or_is_refused_clearly(demo_dir: Path) -> None:
     runtime = load_runtime()
     if runtime.name == "tflite-runtime":
         # TF 2.21's dynamic-range ops are newer than tflite-runtime 2.14 knows.
-        with pytest.raises(ModelError, match="needs a TFLite runtime >= 2.17"):
+        with pytest.raises(ModelError, match=r"needs a TFLite runtime >= 2\.17"):
             Forecaster(bundle)
         return
     golden = np.load(demo_dir / "golden.npz")
