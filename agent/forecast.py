@@ -10,7 +10,10 @@ from agent.errors import ModelError
 from agent.manifest import Bundle, min_runtime_version
 from agent.runtime import Runtime, load_runtime
 
-__all__ = ["Forecaster", "Rollout", "check_fits"]
+__all__ = ["BATCH_SIGNATURE", "Forecaster", "Rollout", "check_fits"]
+
+#: Name of the batched signature a bundle converted with ``--batch`` carries.
+BATCH_SIGNATURE = "forecast_batch"
 
 
 class Forecaster:
@@ -76,6 +79,88 @@ class Forecaster:
         self._out_zero = float(m.output.zero_point)
         self._y = np.zeros((m.horizon, self.n_targets), dtype=np.float64)
 
+        #: Windows per batched call (1: the bundle has no batch signature).
+        self.batch_size = m.batch
+        self._num_threads = num_threads
+        self._batch_runner: Any = None
+
+    def _setup_batch(self, size: int) -> None:
+        """Open the batch signature, in an interpreter of its own.
+
+        A signature runner on the single-window interpreter makes its plain
+        invoke() refuse to run, so batching gets its own (made on first use).
+        """
+        m = self.bundle.manifest
+        interp = self.runtime.interpreter(self.bundle.model, self._num_threads)
+        try:
+            runner = interp.get_signature_runner(BATCH_SIGNATURE)
+        except ValueError as exc:
+            raise ModelError(
+                f"model {self.bundle.path}: manifest says batch {size} but the model has no "
+                f"{BATCH_SIGNATURE!r} signature; reconvert it"
+            ) from exc
+        inputs = runner.get_input_details()
+        outputs = runner.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f"model {self.bundle.path}: batch signature needs one input and output"
+            )
+        self._batch_runner = runner
+        self._batch_in_name = next(iter(inputs))
+        shape = list(next(iter(inputs.values()))["shape"])
+        if shape != [size, m.window, len(m.features)]:
+            raise ModelError(
+                f"model {self.bundle.path}: batch signature input {shape} does not match "
+                f"the manifest's batch {size} of {m.window} x {len(m.features)}"
+            )
+        self._bx = np.zeros((size, m.window, len(m.features)), dtype=np.float32)
+        self._bxq = np.zeros(self._bx.shape, dtype=np.int8)
+        self._by = np.zeros((size, m.horizon, self.n_targets), dtype=np.float64)
+
+    def predict_batch(self, windows: list[np.ndarray]) -> np.ndarray:
+        """Forecast several ``(window, features)`` arrays in batched calls.
+
+        Returns ``(len(windows), horizon, targets)`` in target units (a new array).
+        Needs a bundle converted with ``--batch``; see :attr:`batch_size`.
+        """
+        size = self.batch_size
+        if size <= 1:
+            return np.stack([self.predict(w).copy() for w in windows])
+        if self._batch_runner is None:
+            self._setup_batch(size)
+        out = np.empty((len(windows), self.horizon, self.n_targets), dtype=np.float64)
+        for start in range(0, len(windows), size):
+            chunk = windows[start : start + size]
+            n = len(chunk)
+            for i, window in enumerate(chunk):
+                np.subtract(window, self._f_mean, out=self._bx[i])
+                np.multiply(self._bx[i], self._f_inv_std, out=self._bx[i])
+            self._bx[n:] = 0.0  # padding rows: computed and dropped
+            feed = self._quantize_in(self._bx, self._bxq) if self._int8_in else self._bx
+            result = self._batch_runner(**{self._batch_in_name: feed})
+            raw = next(iter(result.values())).reshape(size, self.horizon, self.n_targets)
+            y = self._by
+            self._dequantize_out(raw, y)
+            np.multiply(y, self._t_std, out=y)
+            np.add(y, self._t_mean, out=y)
+            out[start : start + n] = y[:n]
+        return out
+
+    def _quantize_in(self, x: np.ndarray, q: np.ndarray) -> np.ndarray:
+        np.divide(x, self._in_scale, out=x)
+        np.add(x, self._in_zero, out=x)
+        np.rint(x, out=x)
+        np.clip(x, -128, 127, out=x)
+        np.copyto(q, x, casting="unsafe")
+        return q
+
+    def _dequantize_out(self, raw: np.ndarray, y: np.ndarray) -> None:
+        if self._int8_out:
+            np.subtract(raw, self._out_zero, out=y)
+            np.multiply(y, self._out_scale, out=y)
+        else:
+            np.copyto(y, raw)
+
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Forecast from a ``(window, features)`` array in reading units.
 
@@ -86,22 +171,13 @@ class Forecaster:
         np.subtract(window, self._f_mean, out=x)
         np.multiply(x, self._f_inv_std, out=x)
         if self._int8_in:
-            np.divide(self._x, self._in_scale, out=self._x)
-            np.add(self._x, self._in_zero, out=self._x)
-            np.rint(self._x, out=self._x)
-            np.clip(self._x, -128, 127, out=self._x)
-            np.copyto(self._xq, self._x, casting="unsafe")
-            self._interp.set_tensor(self._in_index, self._xq)
+            self._interp.set_tensor(self._in_index, self._quantize_in(self._x, self._xq))
         else:
             self._interp.set_tensor(self._in_index, self._x)
         self._interp.invoke()
         raw = self._interp.get_tensor(self._out_index).reshape(self.horizon, self.n_targets)
         y = self._y
-        if self._int8_out:
-            np.subtract(raw, self._out_zero, out=y)
-            np.multiply(y, self._out_scale, out=y)
-        else:
-            np.copyto(y, raw)
+        self._dequantize_out(raw, y)
         np.multiply(y, self._t_std, out=y)
         np.add(y, self._t_mean, out=y)
         return y

@@ -85,6 +85,7 @@ class Manifest:
     created: str = ""
     warnings: tuple[str, ...] = ()  #: What the converter noticed (e.g. a mode that did nothing).
     latency_ms: float = 0.0  #: Mean forecast time measured by the converter, on its host.
+    batch: int = 1  #: Windows per call of the ``forecast_batch`` signature (1: none).
     selection: str = ""  #: Why this quantization mode was chosen.
     format: int = FORMAT_VERSION
 
@@ -207,6 +208,7 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
         created=str(data.get("created", "")),
         warnings=tuple(str(w) for w in data.get("warnings") or () if isinstance(w, str)),
         latency_ms=float(data.get("latency_ms", 0.0) or 0.0),
+        batch=int(data.get("batch", 1) or 1),
         selection=str(data.get("selection", "")),
         format=fmt,
     )

@@ -61,6 +61,8 @@ class Stream:
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     forecasts: int = 0
+    batched: int = 0  #: Forecasts made in a batched call with other streams.
+    due: bool = False  #: The window moved and awaits its forecast.
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -232,12 +234,14 @@ class Service:
                     self._ingest(batch, now)
                     self._drain(now, limit=1000)
                 self._tick(now)
+                self._forecast_due()
                 if time.monotonic() >= next_summary:
                     self.log_summary()
                     next_summary = time.monotonic() + SUMMARY_S
             if self._signal:
                 logger.info("signal %d: shutting down", self._signal)
             self._drain(time.time(), limit=None)
+            self._forecast_due()
         finally:
             for s in self.streams:
                 for source in s.sources:
@@ -258,6 +262,8 @@ class Service:
     def _ingest(self, batch: list[Reading], now: float) -> None:
         for reading in batch:
             stream = self.streams[reading.stream]
+            if stream.due and stream.window.appends_before(reading.ts):
+                self._forecast(stream)  # this window's forecast cannot wait for a batch
             result = stream.window.add(reading.feature, reading.ts, reading.value, now)
             if result < 0:
                 reason = REASONS[result]
@@ -272,20 +278,47 @@ class Service:
                 continue
             stream.accepted += 1
             if result and stream.window.ready:
-                self._forecast(stream)
+                stream.due = True
 
     def _tick(self, now: float) -> None:
         for stream in self.streams:
+            if not stream.window.closing_due(now):
+                continue
+            if stream.due:
+                self._forecast(stream)  # the window is about to move: forecast it first
             if stream.window.close_due(now) and stream.window.ready:
+                stream.due = True
+
+    def _forecast_due(self) -> None:
+        """Forecast every stream whose window moved; streams sharing a batched model
+        go in one call."""
+        groups: dict[str, list[Stream]] = {}
+        for stream in self.streams:
+            if not stream.due:
+                continue
+            if stream.forecaster.batch_size > 1 and stream.cfg.rollout_steps is None:
+                groups.setdefault(stream.bundle.sha256, []).append(stream)
+            else:
                 self._forecast(stream)
+        for group in groups.values():
+            if len(group) == 1:
+                self._forecast(group[0])
+                continue
+            values = group[0].forecaster.predict_batch([s.window.view() for s in group])
+            for stream, forecast in zip(group, values):
+                self._publish(stream, forecast)
+                stream.batched += 1
 
     def _forecast(self, stream: Stream) -> None:
+        self._publish(stream, stream.predict(stream.window.view()))
+
+    def _publish(self, stream: Stream, values: np.ndarray) -> None:
         window = stream.window
-        values = stream.predict(window.view())
         assert window.closed_through is not None and stream.publisher is not None
         window_end = window.closed_through * window.period_s
         stream.publisher.publish(stream.bundle.label, window_end, values)
         stream.forecasts += 1
+        stream.due = False
 
     def counters(self) -> dict[str, Any]:
         """Per-stream counters, for logs and tests."""
@@ -299,6 +332,7 @@ class Service:
                 "accepted": s.accepted,
                 "rejected": rejected,
                 "forecasts": s.forecasts,
+                "batched": s.batched,
                 "gaps": s.window.gaps,
             }
         return out
@@ -307,10 +341,11 @@ class Service:
         """Log the counters at info level."""
         for name, c in self.counters().items():
             logger.info(
-                "stream %s: %d readings accepted, rejected %s, %d forecasts, %d gaps",
+                "stream %s: %d readings accepted, rejected %s, %d forecasts (%d batched), %d gaps",
                 name,
                 c["accepted"],
                 c["rejected"] or "none",
                 c["forecasts"],
+                c["batched"],
                 c["gaps"],
             )

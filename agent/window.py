@@ -161,12 +161,27 @@ class Window:
         self._last_ts[feature] = ts
         return appended
 
+    def appends_before(self, ts: float) -> bool:
+        """True if a reading at ``ts`` would close a slot (and move the window) when added."""
+        if not math.isfinite(ts):
+            return False
+        slot = math.floor(ts / self.period_s + SLOT_TOLERANCE)
+        if self._open is not None:
+            return slot > self._open
+        return self.closed_through is not None and slot > self.closed_through + 1
+
+    def closing_due(self, now: float) -> bool:
+        """True if :meth:`close_due` would close the open slot at wall-clock ``now``."""
+        return (
+            self._open is not None and now >= (self._open + 1) * self.period_s + self.close_delay_s
+        )
+
     def close_due(self, now: float) -> int:
         """Close the open slot if the wall clock is ``close_delay_s`` past its end.
 
         Returns the number of rows appended (0 or 1).
         """
-        if self._open is None or now < (self._open + 1) * self.period_s + self.close_delay_s:
+        if self._open is None or not self.closing_due(now):
             return 0
         appended = self._close(self._open)
         self._open = None

@@ -17,6 +17,8 @@ from typing import Any
 
 ERROR_PREFIX = "sensorcast-convert-error: "
 PROGRESS_PREFIX = "sensorcast-convert-progress: "
+SINGLE_SIGNATURE = "forecast"
+BATCH_SIGNATURE = "forecast_batch"  # must match agent.forecast.BATCH_SIGNATURE
 
 
 def unrolled_clone(model: Any, window: int, n_features: int) -> Any:
@@ -40,7 +42,7 @@ def unrolled_clone(model: Any, window: int, n_features: int) -> Any:
         unroll(config)
         return layer.__class__.from_config(config)
 
-    inputs = keras.Input(batch_shape=(1, window, n_features), dtype="float32")
+    inputs = keras.Input(shape=(window, n_features), dtype="float32")
     clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
     for layer in clone.layers:
@@ -57,17 +59,34 @@ def _keras_converter(spec: dict[str, Any], mode: str) -> Any:
     import tensorflow as tf
 
     window, n_features = spec["window"], spec["n_features"]
+    batch = int(spec.get("batch", 1))
     model = keras.models.load_model(spec["model"], compile=False)
     if mode == "int8":
         model = unrolled_clone(model, window, n_features)
     saved = Path(spec["workdir"]) / f"saved_{mode}"
-    model.export(
-        str(saved),
-        format="tf_saved_model",
-        verbose=False,
-        input_signature=[tf.TensorSpec((1, window, n_features), tf.float32)],
+    if batch <= 1:
+        model.export(
+            str(saved),
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=[tf.TensorSpec((1, window, n_features), tf.float32)],
+        )
+        return tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    # Two signatures over shared weights: one window, and a batch of them for streams
+    # that share the model. Signature keys sort "forecast" first, so the single one is
+    # the interpreter's default subgraph.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for key, size in ((SINGLE_SIGNATURE, 1), (BATCH_SIGNATURE, batch)):
+        archive.add_endpoint(
+            key,
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((size, window, n_features), tf.float32)],
+        )
+    archive.write_out(str(saved), verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(
+        str(saved), signature_keys=[SINGLE_SIGNATURE, BATCH_SIGNATURE]
     )
-    return tf.lite.TFLiteConverter.from_saved_model(str(saved))
 
 
 def _saved_model_converter(spec: dict[str, Any]) -> Any:

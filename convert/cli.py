@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8-io", action="store_true", help="int8: make the input and output tensors int8 too"
     )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="also add a signature that forecasts N windows in one call, for streams that "
+        "share the model (float modes of Keras models)",
+    )
     p.add_argument("--report", type=Path, help="write the report as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -96,6 +103,8 @@ def convert_model(args: argparse.Namespace) -> Path:
     started = time.monotonic()
     if args.int8_io and args.quantize not in ("int8", "auto"):
         raise ConvertError("--int8-io only applies to --quantize int8 or auto")
+    if not 1 <= args.batch <= 4096:
+        raise ConvertError("--batch must be between 1 and 4096")
     if args.max_error is not None and not args.max_error > 0:
         raise ConvertError("--max-error must be a positive number in target units")
     source = load_source(args.model)
@@ -131,6 +140,7 @@ def convert_model(args: argparse.Namespace) -> Path:
         horizon=shape.horizon,
         period_s=float(period),
         quantization="float32",
+        batch=args.batch,
         normalization=norm,
         source_sha256=file_sha256(args.model),
         source_name=args.model.name,
@@ -147,7 +157,7 @@ def convert_model(args: argparse.Namespace) -> Path:
         max_error = DEFAULT_MAX_ERROR_FRACTION * scale
     progress = not args.quiet
     logger.info("converting %s to %s, each in a child process", args.model.name, ", ".join(modes))
-    converted = _convert_all(source, modes, draft, data, args.int8_io, progress)
+    converted = _convert_all(source, modes, draft, data, args.int8_io, progress, args.batch)
     # Measured one after the other, so latencies do not compete for the CPU.
     candidates = [
         _measure_mode(converted[mode], draft, data, expected, target_std, progress)
@@ -206,6 +216,7 @@ def _convert_all(
     data: Calibration,
     int8_io: bool,
     progress: bool,
+    batch: int,
 ) -> dict[str, Candidate]:
     """Convert to every mode, two child processes at a time; failures become unavailable."""
     from concurrent.futures import ThreadPoolExecutor
@@ -217,7 +228,9 @@ def _convert_all(
             return c
         calib = _model_inputs(data.calibrate, draft) if mode == "int8" else None
         try:
-            c.tflite = convert_in_child(source, mode, calib, int8_io and mode == "int8", progress)
+            c.tflite = convert_in_child(
+                source, mode, calib, int8_io and mode == "int8", progress, batch
+            )
         except ConvertError as exc:
             c.status, c.reason = "unavailable", f"mode {mode} unavailable for this model: {exc}"
         return c
@@ -250,7 +263,10 @@ def _measure_mode(
     c.warnings = mode_warnings(mode, tflite)
     for warning in c.warnings:
         print(f"sensorcast convert: warning: {warning}", file=sys.stderr)
-    if not within_bound(mode, agreement):
+    if agreement.batch_diff > 1e-4 * agreement.scale:
+        c.status = "beyond bound"
+        c.reason = f"the batch signature differs from the single one by {agreement.batch_diff:.3g}"
+    elif not within_bound(mode, agreement):
         bound_mae, bound_max = BOUNDS[mode]
         c.status = "beyond bound"
         c.reason = (

@@ -30,6 +30,7 @@ def convert_in_child(
     calibration: Optional[np.ndarray] = None,
     int8_io: bool = False,
     progress: bool = False,
+    batch: int = 1,
 ) -> bytes:
     """Convert ``source`` to TFLite in ``mode`` in a fresh Python process.
 
@@ -38,6 +39,11 @@ def convert_in_child(
     """
     if mode not in MODES:
         raise ConvertError(f"quantization mode {mode!r} is unknown; choose {', '.join(MODES)}")
+    if batch > 1 and (mode == "int8" or source.kind != "keras"):
+        raise ConvertError(
+            "--batch works with float32, float16 and dynamic modes of Keras models "
+            "in this version; int8 and SavedModel bundles have one window per call"
+        )
     if mode == "int8" and calibration is None:
         raise ConvertError(
             "int8 needs calibration data: pass --calibration DATA.csv with the model's features"
@@ -53,6 +59,7 @@ def convert_in_child(
             "workdir": str(work),
             "output": str(work / "model.tflite"),
             "int8_io": int8_io,
+            "batch": batch,
         }
         if calibration is not None:
             np.save(work / "calibration.npy", calibration.astype(np.float32))

@@ -38,6 +38,7 @@ class Agreement:
     scale: float  #: Targets' std the errors are compared with.
     windows: int
     latency_ms: float  #: Mean time of one forecast through the agent's Forecaster.
+    batch_diff: float = 0.0  #: Largest difference between batched and single forecasts.
 
     @property
     def rel_mae(self) -> float:
@@ -92,6 +93,11 @@ def measure(
         for i in rows:
             got[i] = forecaster.predict(inputs[i])
         latency = _latency_ms(forecaster, inputs)
+        batch_diff = 0.0
+        if forecaster.batch_size > 1:
+            n = min(len(inputs), 2 * forecaster.batch_size + 1)  # two full chunks and a padded one
+            batched = forecaster.predict_batch(list(inputs[:n]))
+            batch_diff = float(np.abs(batched - got[:n]).max())
     err = np.abs(got - expected)
     if target_std is not None and np.all(target_std > 0):
         scale = float(np.mean(target_std))
@@ -103,6 +109,7 @@ def measure(
         scale=scale,
         windows=len(windows),
         latency_ms=latency,
+        batch_diff=batch_diff,
     )
 
 

@@ -129,7 +129,8 @@ def test_forecasts_on_mqtt_equal_keras_and_bad_readings_are_counted(
 
     expected_count = ROWS - 24 + 1  # windows ending at rows 23..29
     forecast_topic = f"{topic_prefix}/e2e/room/forecast"
-    assert sub.wait_for(lambda ms: sum(t == forecast_topic for t, _, _ in ms) >= expected_count, 30)
+    ok = sub.wait_for(lambda ms: sum(t == forecast_topic for t, _, _ in ms) >= expected_count, 30)
+    assert ok, [json.loads(p)["window_end"] for p in sub.payloads("/room/forecast")]
     forecasts = [json.loads(p) for p in sub.payloads("/room/forecast")]
     assert [f["seq"] for f in forecasts] == list(range(expected_count))
 

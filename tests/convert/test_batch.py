@@ -1,0 +1,91 @@
+"""Bundles with a batch signature, and the agent batching streams that share one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import load_config
+from agent.forecast import Forecaster
+from agent.manifest import read_bundle
+from agent.service import Service
+from agent.sources import Reading
+from convert.cli import main as convert_main
+
+
+@pytest.fixture(scope="module")
+def batched(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("batch") / "room-b4.tflite"
+    code = convert_main(
+        [str(demo_dir / "room.keras"), "-o", str(out), "--quiet", "--batch", "4",
+         "--calibration", str(demo_dir / "room.csv"), "--norm", str(demo_dir / "norm.json"),
+         "--features", "temperature,humidity", "--period", "300"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_batch_signature_gives_the_single_forecasts(batched: Path, demo_dir: Path) -> None:
+    bundle = read_bundle(batched)
+    assert bundle.manifest.batch == 4
+    golden = np.load(demo_dir / "golden.npz")
+    windows = [w.astype(np.float32) for w in golden["windows"][:9]]  # two chunks + a padded one
+    f = Forecaster(bundle)
+    single = np.stack([f.predict(w).copy() for w in windows])
+    np.testing.assert_allclose(f.predict_batch(windows), single, atol=1e-5)
+    np.testing.assert_allclose(single, golden["forecast"][:9], atol=1e-4)  # and Keras agrees
+
+
+def test_int8_with_batch_is_refused_clearly(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = convert_main(
+        [str(demo_dir / "room.keras"), "-o", str(tmp_path / "x.tflite"), "--quiet",
+         "--quantize", "int8", "--batch", "4", "--calibration", str(demo_dir / "room.csv"),
+         "--norm", str(demo_dir / "norm.json"), "--period", "300"]
+    )  # fmt: skip
+    assert code == 1
+    assert "--batch works with float32, float16 and dynamic" in capsys.readouterr().err
+
+
+class Capture:
+    """Stands in for the MQTT publisher only: the grouping is what is tested here."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, np.ndarray]] = []
+
+    def publish(self, model: str, window_end: float, values: np.ndarray) -> None:
+        self.sent.append((window_end, values.copy()))
+
+
+def test_streams_sharing_a_batched_model_forecast_in_one_call(
+    batched: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    streams = "".join(
+        f'[[streams]]\nname = "s{i}"\nmodel = "{batched}"\ninput_topic = "in/{i}"\n'
+        for i in range(6)
+    )
+    config = tmp_path / "c.toml"
+    config.write_text('[mqtt]\nurl = "mqtt://127.0.0.1:1"\n' + streams)
+    service = Service(load_config(config, env={}))
+    captures = [Capture() for _ in service.streams]
+    for stream, capture in zip(service.streams, captures):
+        stream.publisher = capture  # type: ignore[assignment]
+    rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:30]
+    now = 2e9
+    for k, (ts, t, h) in enumerate(rows):
+        for i in range(6):  # each stream sees the room shifted by i degrees
+            service._ingest([Reading(i, 0, ts, t + i), Reading(i, 1, ts, h)], now)
+        service._tick(now)
+        service._forecast_due()
+    counters = service.counters()
+    assert all(c["forecasts"] == 7 for c in counters.values())
+    assert all(c["batched"] == 7 for c in counters.values())  # 6 due streams, chunks of 4
+    single = Forecaster(read_bundle(batched))
+    for i, capture in enumerate(captures):
+        for window_end, values in capture.sent:
+            end = int(np.flatnonzero(rows[:, 0] == window_end)[0])
+            window = rows[end - 23 : end + 1, 1:].astype(np.float32) + np.float32([i, 0])
+            np.testing.assert_allclose(values, single.predict(window), atol=1e-4)
