@@ -75,7 +75,7 @@ def test_streams_sharing_a_batched_model_forecast_in_one_call(
         stream.publisher = capture  # type: ignore[assignment]
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:30]
     now = 2e9
-    for k, (ts, t, h) in enumerate(rows):
+    for ts, t, h in rows:
         for i in range(6):  # each stream sees the room shifted by i degrees
             service._ingest([Reading(i, 0, ts, t + i), Reading(i, 1, ts, h)], now)
         service._tick(now)
