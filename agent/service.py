@@ -63,6 +63,7 @@ class Stream:
     forecasts: int = 0
     batched: int = 0  #: Forecasts made in a batched call with other streams.
     due: bool = False  #: The window moved and awaits its forecast.
+    gaps_seen: int = 0  #: Gaps already reported.
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -277,6 +278,14 @@ class Service:
                 )
                 continue
             stream.accepted += 1
+            if stream.window.gaps != stream.gaps_seen:
+                stream.gaps_seen = stream.window.gaps
+                self._log.warning(
+                    f"{stream.cfg.name}:gap",
+                    "stream %s: no reading for longer than max_gap_s; window emptied, "
+                    "forecasts resume when it is full again",
+                    stream.cfg.name,
+                )
             if result and stream.window.ready:
                 stream.due = True
 
