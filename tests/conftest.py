@@ -50,6 +50,17 @@ def demo_dir() -> Path:
     return DEMO_DIR
 
 
+def convert_demo(out: Path, *extra: str, calibrate: bool = True) -> int:
+    """Run the real converter on the demo's Keras model (its norm and features) into ``out``."""
+    from convert.cli import main as convert_main
+
+    args = [str(DEMO_DIR / "room.keras"), "-o", str(out), "--quiet", "--norm",
+            str(DEMO_DIR / "norm.json"), "--features", "temperature,humidity"]  # fmt: skip
+    if calibrate:
+        args += ["--calibration", str(DEMO_DIR / "room.csv")]
+    return convert_main([*args, *extra])
+
+
 def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run ``sensorcast ARGS`` in a fresh interpreter, capturing its output."""
     return subprocess.run(

@@ -12,18 +12,13 @@ from agent.forecast import Forecaster
 from agent.manifest import read_bundle
 from agent.service import Service
 from agent.sources import Reading
-from convert.cli import main as convert_main
+from tests.conftest import convert_demo
 
 
 @pytest.fixture(scope="module")
 def batched(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("batch") / "room-b4.tflite"
-    code = convert_main(
-        [str(demo_dir / "room.keras"), "-o", str(out), "--quiet", "--batch", "4",
-         "--calibration", str(demo_dir / "room.csv"), "--norm", str(demo_dir / "norm.json"),
-         "--features", "temperature,humidity", "--period", "300"]
-    )  # fmt: skip
-    assert code == 0
+    assert convert_demo(out, "--batch", "4", "--period", "300") == 0
     return out
 
 
@@ -41,11 +36,8 @@ def test_batch_signature_gives_the_single_forecasts(batched: Path, demo_dir: Pat
 def test_int8_with_batch_is_refused_clearly(
     demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = convert_main(
-        [str(demo_dir / "room.keras"), "-o", str(tmp_path / "x.tflite"), "--quiet",
-         "--quantize", "int8", "--batch", "4", "--calibration", str(demo_dir / "room.csv"),
-         "--norm", str(demo_dir / "norm.json"), "--period", "300"]
-    )  # fmt: skip
+    code = convert_demo(tmp_path / "x.tflite", "--quantize", "int8", "--batch", "4",
+                        "--period", "300")  # fmt: skip
     assert code == 1
     assert "--batch works with float32, float16 and dynamic" in capsys.readouterr().err
 

@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber
+from tests.conftest import Subscriber, convert_demo
 
 ROWS = 30
 
@@ -36,15 +36,8 @@ def _config(tmp_path: Path, port: int, prefix: str, model: Path) -> Path:
 @pytest.fixture(scope="module")
 def float32_bundle(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model converted to float32 here, so any difference from Keras is the agent's."""
-    from convert.cli import main as convert_main
-
     out = tmp_path_factory.mktemp("bundle") / "room.tflite"
-    code = convert_main(
-        [str(demo_dir / "room.keras"), "-o", str(out), "--quantize", "float32", "--quiet",
-         "--calibration", str(demo_dir / "room.csv"), "--norm", str(demo_dir / "norm.json"),
-         "--features", "temperature,humidity", "--period", "300"]
-    )  # fmt: skip
-    assert code == 0
+    assert convert_demo(out, "--quantize", "float32", "--period", "300") == 0
     return out
 
 

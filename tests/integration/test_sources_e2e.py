@@ -21,22 +21,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.demo import MosquittoBroker
 from agent.forecast import Forecaster
 from agent.manifest import read_bundle
-from tests.conftest import Subscriber
+from tests.conftest import Subscriber, convert_demo
 
 PERIOD = 0.2  # seconds: the demo model relabelled with a fast grid, so a window fills in 5 s
 
 
 @pytest.fixture(scope="module")
 def fast_bundle(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from convert.cli import main as convert_main
-
     out = tmp_path_factory.mktemp("fast") / "room.tflite"
-    code = convert_main(
-        [str(demo_dir / "room.keras"), "-o", str(out), "--quiet", "--norm",
-         str(demo_dir / "norm.json"), "--features", "temperature,humidity",
-         "--period", str(PERIOD)]
-    )  # fmt: skip
-    assert code == 0
+    assert convert_demo(out, "--period", str(PERIOD), calibrate=False) == 0
     return out
 
 
