@@ -1,0 +1,197 @@
+"""A bounded, durable outbox: every message is on disk before it is sent.
+
+SQLite in WAL mode under the agent's state directory. A message leaves the
+outbox only when the broker acknowledged it. When full (``max_messages`` or
+``max_bytes``), the oldest messages are dropped and counted, so an SD card
+never fills up. If the database cannot be opened or written (read-only or
+full disk), the outbox keeps working in memory, bounded the same way, and says
+that durability is degraded.
+
+``synchronous`` trades durability for SD-card writes (SQLite's PRAGMA):
+
+* ``normal`` (default): in WAL mode, a committed message survives a crash of
+  the agent; a power cut may lose the last few commits.
+* ``full``: also survives a power cut; one fsync per message.
+* ``off``: no fsync; a power cut can lose or corrupt recent messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["Message", "Outbox"]
+
+logger = logging.getLogger(__name__)
+
+SYNCHRONOUS = ("off", "normal", "full")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One queued message; ``id`` increases in the order messages were put."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Outbox:
+    """Owned by the agent's main loop (one thread); bounded in count and bytes."""
+
+    def __init__(
+        self,
+        path: Optional[Path],
+        max_messages: int = 10_000,
+        max_bytes: int = 8 * 1024 * 1024,
+        synchronous: str = "normal",
+    ) -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.dropped = 0  #: Messages dropped because the outbox was full.
+        self.degraded: Optional[str] = None  #: Why messages are only in memory, if they are.
+        self._db: Optional[sqlite3.Connection] = None
+        self._memory: collections.OrderedDict[int, Message] = collections.OrderedDict()
+        self._next_id = 1
+        self._count = 0
+        self._bytes = 0
+        if path is None:
+            self.degraded = "no state directory configured"
+        else:
+            try:
+                self._open(path, synchronous)
+            except (sqlite3.Error, OSError) as exc:
+                self._degrade(f"cannot open {path}: {exc}")
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting for an acknowledgement."""
+        return self._count
+
+    @property
+    def size_bytes(self) -> int:
+        """Payload bytes waiting."""
+        return self._bytes
+
+    def put(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
+        """Store a message; returns its id. Drops the oldest when over a bound."""
+        if self._db is not None:
+            try:
+                with self._db:
+                    cur = self._db.execute(
+                        "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+                        (topic, payload, qos, int(retain)),
+                    )
+                msg_id = int(cur.lastrowid or 0)
+                self._count += 1
+                self._bytes += len(payload)
+                self._enforce_bounds()
+                return msg_id
+            except sqlite3.Error as exc:
+                self._degrade(f"cannot write: {exc}")
+        msg_id = self._next_id
+        self._next_id += 1
+        self._memory[msg_id] = Message(msg_id, topic, payload, qos, retain)
+        self._count += 1
+        self._bytes += len(payload)
+        self._enforce_bounds()
+        return msg_id
+
+    def pending(self, after: int = 0, limit: int = 100) -> list[Message]:
+        """Up to ``limit`` messages with an id above ``after``, oldest first."""
+        out: list[Message] = []
+        if self._db is not None:
+            try:
+                rows = self._db.execute(
+                    "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+                out = [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+            except sqlite3.Error as exc:
+                self._degrade(f"cannot read: {exc}")
+        if len(out) < limit:
+            out += [m for i, m in self._memory.items() if i > after][: limit - len(out)]
+        return out
+
+    def ack(self, msg_id: int) -> None:
+        """The broker has the message: forget it."""
+        mem = self._memory.pop(msg_id, None)
+        if mem is not None:
+            self._count -= 1
+            self._bytes -= len(mem.payload)
+            return
+        if self._db is None:
+            return
+        try:
+            # no DELETE ... RETURNING: Raspberry Pi OS Bullseye ships SQLite 3.34
+            row = self._db.execute(
+                "SELECT length(payload) FROM outbox WHERE id = ?", (msg_id,)
+            ).fetchone()
+            with self._db:
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
+            if row is not None:
+                self._count -= 1
+                self._bytes -= int(row[0])
+        except sqlite3.Error as exc:
+            self._degrade(f"cannot delete: {exc}")
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        if self._db is not None:
+            # closing anyway if this fails: WAL content is replayed on the next open
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+            self._db = None
+
+    def _open(self, path: Path, synchronous: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, "
+            "retain INTEGER NOT NULL)"
+        )
+        count, size = db.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
+        ).fetchone()
+        self._db = db
+        self._count, self._bytes = int(count), int(size)
+        if self._count:
+            logger.info("outbox %s: %d messages from before the restart to send", path, count)
+
+    def _degrade(self, why: str) -> None:
+        if self.degraded is None:
+            logger.error(
+                "outbox: %s; durability is degraded: messages are kept in memory only", why
+            )
+        self.degraded = why
+        if self._db is not None:
+            # keep what is on disk countable: move nothing, stop using the database
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+            self._count = len(self._memory)
+            self._bytes = sum(len(m.payload) for m in self._memory.values())
+
+    def _enforce_bounds(self) -> None:
+        while self._count > self.max_messages or (
+            self._bytes > self.max_bytes and self._count > 1
+        ):
+            oldest = self.pending(limit=1)
+            if not oldest:
+                return
+            self.ack(oldest[0].id)
+            self.dropped += 1

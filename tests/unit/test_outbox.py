@@ -1,0 +1,74 @@
+"""The outbox: durable across reopen (and a killed process), ordered, bounded, degrading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import Outbox
+
+
+def test_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "outbox.db"
+    box = Outbox(db)
+    ids = [box.put("t/a", f"m{i}".encode(), qos=1) for i in range(5)]
+    box.ack(ids[1])
+    box.close()
+    again = Outbox(db)
+    assert again.depth == 4 and again.degraded is None
+    assert [m.payload for m in again.pending()] == [b"m0", b"m2", b"m3", b"m4"]
+    assert [m.id for m in again.pending(after=ids[2])] == ids[3:]
+
+
+def test_a_killed_process_loses_nothing_it_committed(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.db"
+    code = (
+        "import os, sys; from pathlib import Path; from agent.outbox import Outbox\n"
+        f"box = Outbox(Path({str(db)!r}))\n"
+        "for i in range(100): box.put('t', str(i).encode(), 1)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False)
+    assert proc.returncode == -9
+    box = Outbox(db)
+    assert [m.payload for m in box.pending(limit=1000)] == [str(i).encode() for i in range(100)]
+
+
+def test_bounded_by_count_and_bytes_dropping_the_oldest(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_messages=3, max_bytes=10_000)
+    for i in range(5):
+        box.put("t", bytes([i]) * 10, 1)
+    assert box.depth == 3 and box.dropped == 2
+    assert [m.payload[0] for m in box.pending()] == [2, 3, 4]
+    small = Outbox(tmp_path / "p.db", max_messages=100, max_bytes=25)
+    for i in range(5):
+        small.put("t", bytes([i]) * 10, 1)
+    assert small.size_bytes <= 25 and small.dropped == 3
+
+
+def test_read_only_state_directory_degrades_to_memory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # root ignores directory permissions; a path under a file cannot be created by anyone
+        blocked = tmp_path / "a-file"
+        blocked.write_text("x")
+        path = blocked / "outbox.db"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        path = ro / "outbox.db"
+    box = Outbox(path, max_messages=2)
+    assert box.degraded is not None
+    for i in range(3):
+        box.put("t", str(i).encode(), 1)
+    assert [m.payload for m in box.pending()] == [b"1", b"2"] and box.dropped == 1
+    box.ack(box.pending()[0].id)
+    assert box.depth == 1
+
+
+def test_invalid_synchronous_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Outbox(tmp_path / "x.db", synchronous="sometimes")
