@@ -138,6 +138,10 @@ class Config:
     mqtt: MqttConfig
     streams: tuple[StreamConfig, ...]
     log_level: str
+    state_dir: Path  #: Outbox and snapshots; ``$STATE_DIRECTORY`` under systemd.
+    outbox_max_messages: int = 10_000  #: Outbox bound, messages.
+    outbox_max_bytes: int = 8 * 1024 * 1024  #: Outbox bound, payload bytes.
+    outbox_synchronous: str = "normal"  #: SQLite synchronous: off, normal, full.
 
 
 class _Collector:
@@ -222,7 +226,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     c = _Collector()
     env = {} if env is None else env
     base = path.parent
-    c.unknown(data, {"device", "mqtt", "streams", "log"}, "")
+    c.unknown(data, {"device", "mqtt", "streams", "log", "state", "outbox"}, "")
 
     device = c.table(data, "device", "device")
     c.unknown(device, {"id"}, "device")
@@ -239,6 +243,20 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     level = c.get(log, "level", str, "log", default="info")
     if level not in ("debug", "info", "warning", "error"):
         c.errors.append("log.level: must be one of debug, info, warning, error")
+
+    state = c.table(data, "state", "state")
+    c.unknown(state, {"dir"}, "state")
+    state_text = c.get(state, "dir", str, "state")
+    state_dir = _resolve(base, state_text) if state_text else _default_state_dir(env)
+    outbox = c.table(data, "outbox", "outbox")
+    c.unknown(outbox, {"max_messages", "max_bytes", "synchronous"}, "outbox")
+    max_messages = c.get(outbox, "max_messages", int, "outbox", default=10_000)
+    max_bytes = c.get(outbox, "max_bytes", int, "outbox", default=8 * 1024 * 1024)
+    if not (max_messages >= 1 and max_bytes >= 1024):
+        c.errors.append("outbox: max_messages must be >= 1 and max_bytes >= 1024")
+    synchronous = c.get(outbox, "synchronous", str, "outbox", default="normal")
+    if synchronous not in ("off", "normal", "full"):
+        c.errors.append("outbox.synchronous: must be 'off', 'normal' or 'full'")
 
     streams_raw = data.get("streams", [])
     streams: list[StreamConfig] = []
@@ -268,6 +286,10 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         mqtt=mqtt,
         streams=tuple(streams),
         log_level=level,
+        state_dir=state_dir,
+        outbox_max_messages=max_messages,
+        outbox_max_bytes=max_bytes,
+        outbox_synchronous=synchronous,
     )
 
 
@@ -590,6 +612,14 @@ def _parse_source(
         format=fmt,
         **numbers,
     )
+
+
+def _default_state_dir(env: dict[str, str]) -> Path:
+    """systemd's StateDirectory=, else the XDG state directory."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    xdg = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "sensorcast"
 
 
 def _default_device_id() -> str:

@@ -227,7 +227,8 @@ def run_demo(broker: str = "auto", forecasts: int = 5, model_dir: Path = DEMO_DI
     try:
         config = Path(work.name) / "demo.toml"
         config.write_text(
-            f'[device]\nid = "{DEVICE}"\n[mqtt]\nurl = "mqtt://127.0.0.1:{srv.port}"\n'
+            f'[device]\nid = "{DEVICE}"\n[state]\ndir = "{Path(work.name) / "state"}"\n'
+            f'[mqtt]\nurl = "mqtt://127.0.0.1:{srv.port}"\n'
             f'[[streams]]\nname = "room"\nmodel = "{bundle_path}"\ninput_topic = "sensors/room"\n'
         )
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
 import threading
 import time
@@ -59,6 +60,11 @@ class MqttLink:
             self._client.tls_insecure_set(cfg.tls_insecure)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
+        self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        #: Bumped at every successful connect, so the sender knows in-flight ids are void.
+        self.epoch = 0
         self._subscriptions: list[tuple[str, int]] = []
         self._connack = threading.Event()
         self._connack_reason: Any = None
@@ -130,6 +136,11 @@ class MqttLink:
     def _stop_loop(self) -> None:
         self._client.loop_stop()
 
+    def _on_publish(
+        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _props: Any
+    ) -> None:
+        self.acks.put(mid)
+
     def _on_connect(
         self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
@@ -141,6 +152,7 @@ class MqttLink:
         if self.connected is False and self.reconnects:
             logger.info("reconnected to MQTT broker")
         self.connected = True
+        self.epoch += 1
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
         client.publish(self.status_topic, b"online", qos=self.cfg.qos, retain=True)

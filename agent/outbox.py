@@ -187,9 +187,7 @@ class Outbox:
             self._bytes = sum(len(m.payload) for m in self._memory.values())
 
     def _enforce_bounds(self) -> None:
-        while self._count > self.max_messages or (
-            self._bytes > self.max_bytes and self._count > 1
-        ):
+        while self._count > self.max_messages or (self._bytes > self.max_bytes and self._count > 1):
             oldest = self.pending(limit=1)
             if not oldest:
                 return

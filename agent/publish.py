@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import queue
+import time
 
 import numpy as np
 
 from agent.mqtt import MqttLink
+from agent.outbox import Outbox
 
-__all__ = ["ForecastPublisher", "forecast_topic", "status_topic"]
+__all__ = ["ForecastPublisher", "OutboxSender", "forecast_topic", "status_topic"]
 
 
 def status_topic(prefix: str, device: str) -> str:
@@ -23,11 +25,11 @@ def forecast_topic(prefix: str, device: str, stream: str) -> str:
 
 
 class ForecastPublisher:
-    """Formats forecasts of one stream as JSON and hands them to the link."""
+    """Formats forecasts of one stream as JSON and puts them in the outbox."""
 
     def __init__(
         self,
-        link: MqttLink,
+        outbox: Outbox,
         device: str,
         stream: str,
         prefix: str,
@@ -36,7 +38,7 @@ class ForecastPublisher:
         period_s: float,
         retain: bool = False,
     ) -> None:
-        self._link = link
+        self._outbox = outbox
         self._device = device
         self._stream = stream
         self._qos = qos
@@ -46,14 +48,17 @@ class ForecastPublisher:
         self._retain = retain
         self.seq = 0
 
-    def publish(self, model: str, window_end: float, values: np.ndarray) -> Any:
-        """Publish a ``(horizon, targets)`` forecast for the window ending at ``window_end``.
+    def publish(self, model: str, window_end: float, values: np.ndarray) -> int:
+        """Queue a ``(horizon, targets)`` forecast for the window ending at ``window_end``.
 
         ``window_end`` is the start time (Unix s) of the window's newest period;
         step ``i`` (from 0) is the period starting ``(i + 1) * period_s`` later.
+        The message's ``id`` is stable (device, stream, window end) so consumers
+        can drop the duplicates QoS 1 may deliver. Returns the outbox id.
         """
         horizon = values.shape[0]
         message = {
+            "id": f"{self._device}/{self._stream}/{round(window_end * 1000)}",
             "device": self._device,
             "stream": self._stream,
             "model": model,
@@ -66,4 +71,71 @@ class ForecastPublisher:
         }
         self.seq += 1
         payload = json.dumps(message, separators=(",", ":")).encode()
-        return self._link.publish(self.topic, payload, qos=self._qos, retain=self._retain)
+        return self._outbox.put(self.topic, payload, self._qos, self._retain)
+
+
+class OutboxSender:
+    """Moves messages from the outbox to the broker, in order, and forgets acked ones.
+
+    Runs in the main loop. At most ``max_inflight`` messages are unacknowledged
+    at once. After a reconnect everything unacknowledged is sent again (QoS 1 is
+    at-least-once; the payload's ``id`` lets consumers drop duplicates).
+    """
+
+    def __init__(self, outbox: Outbox, link: MqttLink, max_inflight: int = 20) -> None:
+        self.outbox = outbox
+        self._link = link
+        self._max_inflight = max_inflight
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._early: set[int] = set()  # acks that came before we noted their mid
+        self._last_sent = 0
+        self._epoch = -1
+        self.sent = 0
+
+    def pump(self) -> None:
+        """Handle acknowledgements, then send what the in-flight window allows."""
+        while True:
+            try:
+                mid = self._link.acks.get_nowait()
+            except queue.Empty:
+                break
+            self._acked(mid)
+        if not self._link.connected:
+            return
+        if self._link.epoch != self._epoch:
+            # A new connection: whatever was in flight may be lost; send it all again.
+            self._epoch = self._link.epoch
+            self._inflight.clear()
+            self._early.clear()
+            self._last_sent = 0
+        room = self._max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for msg in self.outbox.pending(after=self._last_sent, limit=room):
+            info = self._link.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if info.rc != 0:  # not connected after all; try again next time
+                return
+            self._last_sent = msg.id
+            self.sent += 1
+            if msg.qos == 0:
+                self.outbox.ack(msg.id)
+            elif info.mid in self._early:
+                self._early.discard(info.mid)
+                self.outbox.ack(msg.id)
+            else:
+                self._inflight[info.mid] = msg.id
+
+    def _acked(self, mid: int) -> None:
+        msg_id = self._inflight.pop(mid, None)
+        if msg_id is not None:
+            self.outbox.ack(msg_id)
+        elif len(self._early) < 10_000:
+            self._early.add(mid)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Pump until the outbox is empty or ``timeout_s`` passes; True if empty."""
+        deadline = time.monotonic() + timeout_s
+        while self.outbox.depth and time.monotonic() < deadline:
+            self.pump()
+            time.sleep(0.01)
+        return self.outbox.depth == 0

@@ -24,7 +24,8 @@ from agent.forecast import Forecaster, Rollout, check_fits
 from agent.logutil import RateLimitedLog
 from agent.manifest import Bundle, read_bundle
 from agent.mqtt import MqttLink
-from agent.publish import ForecastPublisher, status_topic
+from agent.outbox import Outbox
+from agent.publish import ForecastPublisher, OutboxSender, status_topic
 from agent.runtime import Runtime, load_runtime
 from agent.sources import (
     CommandSource,
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.1  #: How often the loop checks the clock when no reading arrives.
 SUMMARY_S = 300.0  #: How often counters are logged.
+SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
 
 
 @dataclass
@@ -167,10 +169,17 @@ class Service:
         self._queue: queue.SimpleQueue[list[Reading]] = queue.SimpleQueue()
         prefix, device = cfg.mqtt.topic_prefix, cfg.device.id
         self.link = MqttLink(cfg.mqtt, status_topic(prefix, device))
+        self.outbox = Outbox(
+            cfg.state_dir / f"outbox-{device}.db",
+            max_messages=cfg.outbox_max_messages,
+            max_bytes=cfg.outbox_max_bytes,
+            synchronous=cfg.outbox_synchronous,
+        )
+        self.sender = OutboxSender(self.outbox, self.link)
         for s in self.streams:
             m = s.bundle.manifest
             s.publisher = ForecastPublisher(
-                self.link,
+                self.outbox,
                 device,
                 s.cfg.name,
                 prefix,
@@ -236,6 +245,7 @@ class Service:
                     self._drain(now, limit=1000)
                 self._tick(now)
                 self._forecast_due()
+                self.sender.pump()
                 if time.monotonic() >= next_summary:
                     self.log_summary()
                     next_summary = time.monotonic() + SUMMARY_S
@@ -243,11 +253,17 @@ class Service:
                 logger.info("signal %d: shutting down", self._signal)
             self._drain(time.time(), limit=None)
             self._forecast_due()
+            if not self.sender.flush(SHUTDOWN_FLUSH_S):
+                logger.warning(
+                    "%d forecasts not yet acknowledged stay in the outbox for the next start",
+                    self.outbox.depth,
+                )
         finally:
             for s in self.streams:
                 for source in s.sources:
                     source.close()
             self.log_summary()
+            self.outbox.close()
             self.link.close()
 
     def _drain(self, now: float, limit: Optional[int]) -> None:
@@ -348,6 +364,15 @@ class Service:
 
     def log_summary(self) -> None:
         """Log the counters at info level."""
+        box = self.outbox
+        logger.info(
+            "outbox: %d queued (%d bytes), %d sent, %d dropped when full%s",
+            box.depth,
+            box.size_bytes,
+            self.sender.sent,
+            box.dropped,
+            f"; durability degraded: {box.degraded}" if box.degraded else "",
+        )
         for name, c in self.counters().items():
             logger.info(
                 "stream %s: %d readings accepted, rejected %s, %d forecasts (%d batched), %d gaps",

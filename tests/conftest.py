@@ -26,6 +26,14 @@ def missing_tool(what: str) -> None:
     pytest.skip(what)
 
 
+@pytest.fixture(autouse=True)
+def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's agents keep their outbox in a state directory of its own."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    return state
+
+
 @pytest.fixture(scope="session")
 def mosquitto() -> Iterator[MosquittoBroker]:
     """The system's mosquitto on a free loopback port for the whole session."""

@@ -48,8 +48,9 @@ class Capture:
     def __init__(self) -> None:
         self.sent: list[tuple[float, np.ndarray]] = []
 
-    def publish(self, model: str, window_end: float, values: np.ndarray) -> None:
+    def publish(self, model: str, window_end: float, values: np.ndarray) -> int:
         self.sent.append((window_end, values.copy()))
+        return len(self.sent)
 
 
 def test_streams_sharing_a_batched_model_forecast_in_one_call(
@@ -60,7 +61,9 @@ def test_streams_sharing_a_batched_model_forecast_in_one_call(
         for i in range(6)
     )
     config = tmp_path / "c.toml"
-    config.write_text('[mqtt]\nurl = "mqtt://127.0.0.1:1"\n' + streams)
+    config.write_text(
+        f'[state]\ndir = "{tmp_path / "state"}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n' + streams
+    )
     service = Service(load_config(config, env={}))
     captures = [Capture() for _ in service.streams]
     for stream, capture in zip(service.streams, captures):

@@ -178,7 +178,11 @@ def test_password_from_a_file_and_from_the_environment(
         _config(tmp_path, demo_dir, f'{base}\npassword_file = "{secret}"')
     )
     assert code == 0, log
-    env = {"PATH": "/usr/bin:/bin", "SENSORCAST_MQTT_PASSWORD": PASSWORD}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SENSORCAST_MQTT_PASSWORD": PASSWORD,
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
     code, log = _run_until_online(_config(tmp_path, demo_dir, base), env=env)
     assert code == 0, log
     assert PASSWORD not in log
