@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ BATCH_SIGNATURE = "forecast_batch"  # must match agent.forecast.BATCH_SIGNATURE
 
 
 def unrolled_clone(model: Any, window: int, n_features: int) -> Any:
-    """Rebuild ``model`` with a fixed batch of 1 and every recurrence unrolled.
+    """Rebuild ``model`` with every recurrence unrolled (the export fixes the batch).
 
     An unrolled recurrence has no WHILE loop, and full-int8 calibration of a
     Keras 3 recurrent WHILE loop segfaults in TensorFlow 2.21.
@@ -136,6 +137,8 @@ def main(argv: list[str]) -> int:
         import ctypes
 
         ctypes.string_at(0)
+    if os.environ.get("SENSORCAST_TEST_HANG_CONVERTER") == spec["mode"]:
+        time.sleep(3600)  # test hook: a converter that hangs without a word
     try:
         data = convert(spec)
     except Exception as exc:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -105,37 +105,41 @@ def _run_worker(work: Path, env: dict[str, str], mode: str, progress: bool) -> t
         bar = tqdm(
             desc=f"calibrating {mode}", unit="window", file=sys.stderr, leave=False, disable=None
         )
-    deadline = time.monotonic() + CONVERT_TIMEOUT_S
-    with (
-        (work / "stderr.txt").open("w+") as err,
-        subprocess.Popen(
+    timed_out = threading.Event()
+    with (work / "stderr.txt").open("w+") as err:
+        with subprocess.Popen(
             [sys.executable, "-m", "convert._worker", str(work / "spec.json")],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=err,
             env=env,
             text=True,
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if bar is not None and line.startswith(PROGRESS_PREFIX):
-                done, total = (int(v) for v in line[len(PROGRESS_PREFIX) :].split())
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-            if time.monotonic() > deadline:
+        ) as proc:
+            assert proc.stdout is not None
+
+            def expire() -> None:
+                timed_out.set()
                 proc.kill()
-        try:
-            proc.wait(max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+            # A timer, not a check between output lines: float conversions print nothing.
+            timer = threading.Timer(CONVERT_TIMEOUT_S, expire)
+            timer.start()
+            try:
+                for line in proc.stdout:
+                    if bar is not None and line.startswith(PROGRESS_PREFIX):
+                        done, total = (int(v) for v in line[len(PROGRESS_PREFIX) :].split())
+                        bar.total = total
+                        bar.n = done
+                        bar.refresh()
+                proc.wait()
+            finally:
+                timer.cancel()
+                if bar is not None:
+                    bar.close()
+        if timed_out.is_set():
             raise ConvertError(
-                f"conversion to {mode} took longer than {CONVERT_TIMEOUT_S} s and was stopped"
-            ) from None
-        if bar is not None:
-            bar.close()
+                f"conversion to {mode} took longer than {CONVERT_TIMEOUT_S:g} s and was stopped"
+            )
         err.seek(0)
         return proc.returncode, err.read()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,19 @@ def test_converter_crash_becomes_a_clear_error(
     err = capsys.readouterr().err
     assert "converter crashed (SIGSEGV) converting to int8" in err
     assert not out.exists()
+
+
+def test_a_silent_hanging_converter_is_stopped_at_the_timeout(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convert import quantize
+
+    monkeypatch.setattr(quantize, "CONVERT_TIMEOUT_S", 3.0)
+    monkeypatch.setenv("SENSORCAST_TEST_HANG_CONVERTER", "float32")  # sleeps, prints nothing
+    started = time.monotonic()
+    assert convert(tiny, tmp_path / "hang.tflite", "--quantize", "float32") == 1
+    assert time.monotonic() - started < 30
+    assert "took longer than 3 s and was stopped" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
