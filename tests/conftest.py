@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from agent.demo import DEMO_DIR, MosquittoBroker
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests: no per-example deadline and no slow-generation check (CI shares the machine
+# with TensorFlow conversions); a fixed example budget per test keeps the time bounded.
+settings.register_profile(
+    "sensorcast", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+)
+settings.load_profile("sensorcast")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

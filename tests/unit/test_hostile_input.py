@@ -1,0 +1,149 @@
+"""Property-based tests (hypothesis) over every parser the agent exposes to the outside:
+MQTT and stdin payloads, single numbers, w1_slave text, config files, model files. Each input
+is either accepted or rejected with a reason; nothing else may escape."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.config import parse_config
+from agent.errors import ConfigError, ModelError
+from agent.manifest import Manifest, read_manifest_bytes
+from agent.sources.parse import parse_json_reading, parse_number, parse_w1_slave
+from agent.window import Window
+from tests.conftest import REPO
+
+FEATURES = ((0, "temperature"), (1, "humidity"))
+REASONS = {"not_json", "not_object", "bad_timestamp", "missing_feature", "bad_value"}
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_as_a_reading(payload: bytes) -> None:
+    readings, rejects = parse_json_reading(payload, 1e9, FEATURES, 0)
+    assert set(rejects) <= REASONS
+    assert all(isinstance(r.value, float) and isinstance(r.ts, float) for r in readings)
+
+
+@settings(max_examples=400)
+@given(
+    st.dictionaries(
+        st.sampled_from(["ts", "temperature", "humidity", "other"]), json_values, max_size=4
+    )
+)
+def test_json_objects_as_readings(obj: dict[str, object]) -> None:
+    payload = json.dumps(obj, allow_nan=True).encode()
+    readings, rejects = parse_json_reading(payload, 1e9, FEATURES, 0)
+    assert set(rejects) <= REASONS
+    assert len(readings) + sum(r in ("missing_feature", "bad_value") for r in rejects) in (0, 2)
+    window = Window(2, 3, 60.0)
+    for r in readings:  # and whatever got through never breaks a window
+        window.add(r.feature, r.ts, r.value, now=1e9)
+
+
+@settings(max_examples=400)
+@given(st.text(max_size=40) | st.binary(max_size=40).map(bytes))
+def test_single_numbers(text: object) -> None:
+    try:
+        value = parse_number(text)  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert str(exc) in ("empty", "not_number")
+    else:
+        assert isinstance(value, float)
+
+
+@settings(max_examples=400)
+@given(
+    st.text(max_size=120)
+    | st.builds(
+        lambda crc, t: (
+            f"72 01 4b 46 7f ff 0e 10 57 : crc=57 {crc}\n72 01 4b 46 7f ff 0e 10 57 t={t}\n"
+        ),
+        st.sampled_from(["YES", "NO", "", "yes"]),
+        st.integers(-(10**7), 10**7).map(str) | st.text(max_size=6),
+    )
+)
+def test_w1_slave_text(text: str) -> None:
+    try:
+        value = parse_w1_slave(text)
+    except ValueError as exc:
+        assert str(exc) in ("crc", "power_on_reset", "no_sensor", "not_w1_slave", "not_number")
+    else:
+        assert math.isfinite(value)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from(["device", "mqtt", "streams", "log", "state", "outbox", "junk"]),
+        json_values,
+        max_size=5,
+    )
+)
+def test_config_documents(data: dict[str, object]) -> None:
+    try:
+        parse_config(data, Path("/nonexistent/sensorcast.toml"), env={})
+    except ConfigError as exc:
+        assert str(exc).startswith("config ")
+
+
+MODEL = (REPO / "examples" / "demo" / "room.tflite").read_bytes()
+
+
+@settings(max_examples=400)
+@given(
+    st.integers(0, len(MODEL)),
+    st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6),
+)
+def test_damaged_model_files(cut: int, flips: list[tuple[int, int]]) -> None:
+    data = bytearray(MODEL[:cut])
+    for pos, byte in flips:
+        if pos < len(data):
+            data[pos] = byte
+    try:
+        raw = read_manifest_bytes(bytes(data))
+        if raw:
+            m = Manifest.from_json(raw.decode("utf-8", errors="replace"))
+            assert m.window >= 1 and m.features
+    except ModelError:
+        return  # rejected, with its reason
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "window",
+                "features",
+                "targets",
+                "horizon",
+                "period_s",
+                "quantization",
+                "normalization",
+                "format",
+                "input",
+            ]
+        ),
+        json_values,
+        max_size=9,
+    )
+)
+def test_lying_manifests(fields: dict[str, object]) -> None:
+    try:
+        m = Manifest.from_json(json.dumps(fields, allow_nan=True))
+    except ModelError:
+        return  # rejected, with its reason
+    assert m.window >= 1 and m.horizon >= 1 and m.period_s > 0 and m.features and m.targets
