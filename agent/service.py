@@ -7,6 +7,7 @@ takes a lock.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.1  #: How often the loop checks the clock when no reading arrives.
 SUMMARY_S = 300.0  #: How often counters are logged.
+SNAPSHOT_S = 60.0  #: How often windows are snapshotted for a warm restart, seconds.
 SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
 
 
@@ -191,9 +193,69 @@ class Service:
             s.sources = build_sources(s, self.link, self._queue.put)
         if sum(src.type_name == "stdin" for s in self.streams for src in s.sources) > 1:
             raise ConfigError("only one stream can read stdin ([[streams.sources]] type = 'stdin')")
+        self._snapshot_path = cfg.state_dir / f"windows-{device}.json"
+        self._restore_windows()
         self._stopping = False
         self._signal = 0
         self._log = RateLimitedLog(logger)
+
+    def _restore_windows(self) -> None:
+        """Warm restart: reload the windows saved at the last shutdown (or snapshot)."""
+        try:
+            saved = json.loads(self._snapshot_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            logger.warning("window snapshot %s ignored: unreadable (%s)", self._snapshot_path, exc)
+            return
+        now = time.time()
+        streams = saved.get("streams", {}) if isinstance(saved, dict) else {}
+        for stream in self.streams:
+            entry = streams.get(stream.cfg.name)
+            if not isinstance(entry, dict):
+                continue
+            name = stream.cfg.name
+            if entry.get("model") != stream.bundle.sha256:
+                logger.info("stream %s: window snapshot ignored: it is from another model", name)
+                continue
+            age = now - float(entry.get("saved_at", 0))
+            if not 0 <= age <= stream.window.max_gap_s:
+                logger.info(
+                    "stream %s: window snapshot ignored: %.0f s old, more than max_gap_s", name, age
+                )
+                continue
+            try:
+                stream.window.restore(entry["window"])
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("stream %s: window snapshot ignored: %s", name, exc)
+                continue
+            logger.info(
+                "stream %s: warm restart with %d of %d rows",
+                name,
+                stream.window.filled,
+                stream.window.length,
+            )
+
+    def save_windows(self) -> None:
+        """Snapshot every window to the state directory (atomically)."""
+        data = {
+            "saved_at": time.time(),
+            "streams": {
+                s.cfg.name: {
+                    "model": s.bundle.sha256,
+                    "saved_at": time.time(),
+                    "window": s.window.snapshot(),
+                }
+                for s in self.streams
+            },
+        }
+        tmp = self._snapshot_path.with_suffix(".tmp")
+        try:
+            self._snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self._snapshot_path)
+        except OSError as exc:
+            self._log.warning("snapshot", "cannot save window snapshot: %s", exc)
 
     def stop(self) -> None:
         """Ask the loop to finish (safe from signal handlers and other threads)."""
@@ -233,6 +295,7 @@ class Service:
             self.streams[0].forecaster.runtime.name,
         )
         next_summary = time.monotonic() + SUMMARY_S
+        next_snapshot = time.monotonic() + SNAPSHOT_S
         try:
             while not self._stopping:
                 try:
@@ -246,6 +309,9 @@ class Service:
                 self._tick(now)
                 self._forecast_due()
                 self.sender.pump()
+                if time.monotonic() >= next_snapshot:
+                    self.save_windows()
+                    next_snapshot = time.monotonic() + SNAPSHOT_S
                 if time.monotonic() >= next_summary:
                     self.log_summary()
                     next_summary = time.monotonic() + SUMMARY_S
@@ -253,6 +319,7 @@ class Service:
                 logger.info("signal %d: shutting down", self._signal)
             self._drain(time.time(), limit=None)
             self._forecast_due()
+            self.save_windows()
             if not self.sender.flush(SHUTDOWN_FLUSH_S):
                 logger.warning(
                     "%d forecasts not yet acknowledged stay in the outbox for the next start",

@@ -27,7 +27,7 @@ Appending is O(1) and allocation-free: the ring is stored twice over
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -58,6 +58,11 @@ REASONS = {
     REJECT_OUT_OF_ORDER: "out_of_order",
     REJECT_LATE: "late",
 }
+
+
+def _json_float(value: float) -> Optional[float]:
+    """JSON has no NaN or infinity: store them as None (read back by numpy as NaN)."""
+    return value if math.isfinite(value) else None
 
 
 class Window:
@@ -186,6 +191,61 @@ class Window:
         appended = self._close(self._open)
         self._open = None
         return appended
+
+    def snapshot(self) -> dict[str, Any]:
+        """The window's whole state as JSON-able data (for a warm restart)."""
+        rows = self._rows[self._next : self._next + self.length][self.length - self.filled :]
+        return {
+            "n_features": self.n_features,
+            "length": self.length,
+            "period_s": self.period_s,
+            "rows": [[_json_float(v) for v in row] for row in rows.tolist()],
+            "open": self._open,
+            "closed_through": self.closed_through,
+            "sum": [_json_float(v) for v in self._sum.tolist()],
+            "count": self._count.tolist(),
+            "last": [_json_float(v) for v in self._last.tolist()],
+            "last_slot": self._last_slot.tolist(),
+            "last_ts": [_json_float(v) for v in self._last_ts.tolist()],
+            "gaps": self.gaps,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot`; raises ``ValueError`` if it does not fit this window."""
+        if (snap.get("n_features"), snap.get("length"), snap.get("period_s")) != (
+            self.n_features,
+            self.length,
+            self.period_s,
+        ):
+            raise ValueError("snapshot is for another window shape or period")
+        rows = np.asarray(snap["rows"], dtype=np.float64).reshape(-1, self.n_features)
+        if len(rows) > self.length or not np.isfinite(rows).all():
+            raise ValueError("snapshot rows are invalid")
+        vectors = {
+            key: np.asarray(snap[key], dtype=np.float64).reshape(self.n_features)
+            for key in ("sum", "last", "last_ts")
+        }
+        count = np.asarray(snap["count"], dtype=np.int64).reshape(self.n_features)
+        last_slot = np.asarray(snap["last_slot"], dtype=np.int64).reshape(self.n_features)
+        opened, closed = snap["open"], snap["closed_through"]
+        if not all(v is None or isinstance(v, int) for v in (opened, closed)):
+            raise ValueError("snapshot slots are invalid")
+        self.filled = 0
+        self._next = 0
+        for row in rows:
+            self._last[:] = row
+            i = self._next
+            self._rows[i] = row
+            self._rows[i + self.length] = row
+            self._next = (i + 1) % self.length
+            self.filled += 1
+        self._sum[:] = vectors["sum"]
+        self._count[:] = count
+        self._last[:] = vectors["last"]
+        self._last_slot[:] = last_slot
+        self._last_ts[:] = vectors["last_ts"]
+        self._open, self.closed_through = opened, closed
+        self.gaps = int(snap.get("gaps", 0))
 
     def reset(self) -> None:
         """Empty the window (the rows, not the per-feature history)."""

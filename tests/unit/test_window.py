@@ -116,3 +116,18 @@ def test_invalid_shape_is_an_error(bad: dict[str, float]) -> None:
     args = {"n_features": 1, "length": 2, "period_s": 1.0, **bad}
     with pytest.raises(ValueError):
         Window(int(args["n_features"]), int(args["length"]), args["period_s"])
+
+
+def test_snapshot_round_trip_continues_exactly() -> None:
+    a = Window(2, 4, P)
+    b = Window(2, 4, P)
+    rows = [(i * P, [float(i), float(-i)]) for i in range(3)]
+    feed(a, rows)
+    b.restore(a.snapshot())
+    later = [(i * P, [float(i), float(-i)]) for i in range(3, 9)]
+    feed(a, later)
+    feed(b, later)
+    np.testing.assert_array_equal(a.view(), b.view())
+    assert (a.filled, a.closed_through) == (b.filled, b.closed_through)
+    with pytest.raises(ValueError):
+        Window(3, 4, P).restore(a.snapshot())  # another shape
