@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.1  #: How often the loop checks the clock when no reading arrives.
 SUMMARY_S = 300.0  #: How often counters are logged.
+MODEL_CHECK_S = 2.0  #: How often model files are checked for a change, seconds.
 SNAPSHOT_S = 60.0  #: How often windows are snapshotted for a warm restart, seconds.
 SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
 
@@ -68,6 +69,7 @@ class Stream:
     batched: int = 0  #: Forecasts made in a batched call with other streams.
     due: bool = False  #: The window moved and awaits its forecast.
     gaps_seen: int = 0  #: Gaps already reported.
+    model_key: tuple[int, int] = (0, 0)  #: The model file's (mtime ns, size) when loaded.
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -78,31 +80,42 @@ def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]
     runtime = runtime or load_runtime()
     streams = []
     for i, sc in enumerate(cfg.streams):
-        try:
-            bundle = read_bundle(sc.model)
-            check_fits(bundle, sc.features, sc.name)
-            _check_inputs(sc, bundle.manifest.features)
-            forecaster = Forecaster(bundle, runtime)
-            predict = forecaster.predict
-            if sc.rollout_steps is not None:
-                predict = Rollout(forecaster, sc.rollout_steps).predict
-        except ModelError as exc:
-            message = str(exc)
-            if not message.startswith(f"stream {sc.name}"):
-                message = f"stream {sc.name}: {message}"
-            raise ModelError(message) from exc
-        m = bundle.manifest
-        window = Window(
-            len(m.features),
-            m.window,
-            m.period_s,
-            max_gap_s=sc.max_gap_s,
-            resample=sc.resample,
-            close_delay_s=sc.close_delay_s,
-            max_future_s=sc.max_future_s,
-        )
-        streams.append(Stream(i, sc, bundle, forecaster, window, predict))
+        bundle, forecaster, predict = load_model(sc, runtime)
+        streams.append(Stream(i, sc, bundle, forecaster, _window(sc, bundle), predict))
     return streams
+
+
+def load_model(
+    sc: StreamConfig, runtime: Runtime
+) -> tuple[Bundle, Forecaster, Callable[[np.ndarray], np.ndarray]]:
+    """Read a stream's bundle, check it fits, and make its forecaster."""
+    try:
+        bundle = read_bundle(sc.model)
+        check_fits(bundle, sc.features, sc.name)
+        _check_inputs(sc, bundle.manifest.features)
+        forecaster = Forecaster(bundle, runtime)
+        predict = forecaster.predict
+        if sc.rollout_steps is not None:
+            predict = Rollout(forecaster, sc.rollout_steps).predict
+    except ModelError as exc:
+        message = str(exc)
+        if not message.startswith(f"stream {sc.name}"):
+            message = f"stream {sc.name}: {message}"
+        raise ModelError(message) from exc
+    return bundle, forecaster, predict
+
+
+def _window(sc: StreamConfig, bundle: Bundle) -> Window:
+    m = bundle.manifest
+    return Window(
+        len(m.features),
+        m.window,
+        m.period_s,
+        max_gap_s=sc.max_gap_s,
+        resample=sc.resample,
+        close_delay_s=sc.close_delay_s,
+        max_future_s=sc.max_future_s,
+    )
 
 
 def _check_inputs(sc: StreamConfig, features: tuple[str, ...]) -> None:
@@ -179,22 +192,16 @@ class Service:
         )
         self.sender = OutboxSender(self.outbox, self.link)
         for s in self.streams:
-            m = s.bundle.manifest
-            s.publisher = ForecastPublisher(
-                self.outbox,
-                device,
-                s.cfg.name,
-                prefix,
-                cfg.mqtt.qos,
-                m.targets,
-                m.period_s,
-                retain=cfg.mqtt.retain if s.cfg.retain is None else s.cfg.retain,
-            )
+            s.publisher = self._publisher(s)
             s.sources = build_sources(s, self.link, self._queue.put)
         if sum(src.type_name == "stdin" for s in self.streams for src in s.sources) > 1:
             raise ConfigError("only one stream can read stdin ([[streams.sources]] type = 'stdin')")
         self._snapshot_path = cfg.state_dir / f"windows-{device}.json"
         self._restore_windows()
+        for s in self.streams:
+            stat = s.cfg.model.stat()
+            s.model_key = (stat.st_mtime_ns, stat.st_size)
+        self._reload = False
         self._stopping = False
         self._signal = 0
         self._log = RateLimitedLog(logger)
@@ -257,6 +264,67 @@ class Service:
         except OSError as exc:
             self._log.warning("snapshot", "cannot save window snapshot: %s", exc)
 
+    def _publisher(self, s: Stream) -> ForecastPublisher:
+        cfg, m = self.cfg, s.bundle.manifest
+        publisher = ForecastPublisher(
+            self.outbox,
+            cfg.device.id,
+            s.cfg.name,
+            cfg.mqtt.topic_prefix,
+            cfg.mqtt.qos,
+            m.targets,
+            m.period_s,
+            retain=cfg.mqtt.retain if s.cfg.retain is None else s.cfg.retain,
+        )
+        if s.publisher is not None:
+            publisher.seq = s.publisher.seq  # seq goes on across a model reload
+        return publisher
+
+    def request_reload(self) -> None:
+        """Reload every stream's model at the next loop turn (safe from a signal handler)."""
+        self._reload = True
+        self._queue.put([])
+
+    def _reload_models(self, only_changed: bool) -> None:
+        """Swap in new bundles between two forecasts; a bad one leaves the old running."""
+        for stream in self.streams:
+            name = stream.cfg.name
+            try:
+                stat = stream.cfg.model.stat()
+            except OSError:
+                continue  # a file being replaced; the next check sees the new one
+            key = (stat.st_mtime_ns, stat.st_size)
+            if only_changed and key == stream.model_key:
+                continue
+            stream.model_key = key
+            try:
+                bundle, forecaster, predict = load_model(stream.cfg, stream.forecaster.runtime)
+            except ModelError as exc:
+                logger.error("%s; keeping %s", exc, stream.bundle.label)
+                continue
+            if bundle.sha256 == stream.bundle.sha256:
+                continue
+            old, new = stream.bundle.manifest, bundle.manifest
+            if new.features != old.features:
+                logger.error(
+                    "stream %s: new model %s wants features %s, not %s; keeping %s "
+                    "(restart the agent to change features)",
+                    name,
+                    bundle.label,
+                    ", ".join(new.features),
+                    ", ".join(old.features),
+                    stream.bundle.label,
+                )
+                continue
+            if (new.window, new.period_s) != (old.window, old.period_s):
+                stream.window = _window(stream.cfg, bundle)
+                logger.warning(
+                    "stream %s: new model has another window or period: window emptied", name
+                )
+            stream.bundle, stream.forecaster, stream.predict = bundle, forecaster, predict
+            stream.publisher = self._publisher(stream)
+            logger.info("stream %s: model reloaded: now %s", name, bundle.label)
+
     def stop(self) -> None:
         """Ask the loop to finish (safe from signal handlers and other threads)."""
         self._stopping = True
@@ -277,6 +345,8 @@ class Service:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda _s, _f: self.request_reload())
 
     def run(self) -> None:
         """Connect, then process readings and forecast until stopped."""
@@ -296,6 +366,7 @@ class Service:
         )
         next_summary = time.monotonic() + SUMMARY_S
         next_snapshot = time.monotonic() + SNAPSHOT_S
+        next_model_check = time.monotonic() + MODEL_CHECK_S
         try:
             while not self._stopping:
                 try:
@@ -309,6 +380,12 @@ class Service:
                 self._tick(now)
                 self._forecast_due()
                 self.sender.pump()
+                if self._reload:
+                    self._reload = False
+                    self._reload_models(only_changed=False)
+                if time.monotonic() >= next_model_check:
+                    self._reload_models(only_changed=True)
+                    next_model_check = time.monotonic() + MODEL_CHECK_S
                 if time.monotonic() >= next_snapshot:
                     self.save_windows()
                     next_snapshot = time.monotonic() + SNAPSHOT_S
