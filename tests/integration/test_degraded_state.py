@@ -1,0 +1,72 @@
+"""A state directory that cannot be written: a clear error line, and forecasts keep coming."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from agent.demo import MosquittoBroker
+from tests.conftest import Subscriber, convert_demo
+
+PERIOD = 0.2
+
+
+@pytest.fixture(scope="module")
+def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fast") / "room.tflite"
+    assert convert_demo(out, "--period", str(PERIOD), calibrate=False) == 0
+    return out
+
+
+def test_unwritable_state_directory_degrades_durability_not_forecasting(
+    mosquitto: MosquittoBroker,
+    topic_prefix: str,
+    fast_bundle: Path,
+    demo_dir: Path,
+    tmp_path: Path,
+    subscriber_factory: Callable[[int, str], Subscriber],
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state directory should be\n")  # even root cannot
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "ro"\n[state]\ndir = "{blocker / "state"}"\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\ntopic_prefix = "{topic_prefix}"\n'
+        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
+        '[[streams.sources]]\ntype = "stdin"\n'
+    )
+    rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:27, 1:]
+    lines = "".join(
+        json.dumps({"ts": 1_700_000_000 + i * PERIOD, "temperature": t, "humidity": h}) + "\n"
+        for i, (t, h) in enumerate(rows)
+    )
+    sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/ro/room/forecast")
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None
+        proc.stdin.write(lines)
+        proc.stdin.flush()
+        try:
+            assert sub.wait_for(lambda ms: len(ms) >= 4, 20)
+            time.sleep(0.3)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    errors = [ln for ln in stderr.splitlines() if "durability is degraded" in ln]
+    assert errors and "ERROR" in errors[0] and str(blocker) in errors[0]
+    assert "durability degraded" in stderr  # and the summary says so too
+    assert len(sub.payloads("/forecast")) == 4
