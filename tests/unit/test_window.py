@@ -131,3 +131,26 @@ def test_snapshot_round_trip_continues_exactly() -> None:
     assert (a.filled, a.closed_through) == (b.filled, b.closed_through)
     with pytest.raises(ValueError):
         Window(3, 4, P).restore(a.snapshot())  # another shape
+
+
+def test_clock_jumps_back_and_forward_never_corrupt_the_window() -> None:
+    """A Pi without RTC: readings stamped by the local clock, then NTP corrects it."""
+    w = Window(1, 3, P, max_gap_s=2 * P)
+    boot = 60.0 * 1000  # the clock a Pi boots with
+    for i in range(4):
+        assert w.add(0, boot + i * P, float(i), now=boot + i * P) >= 0
+    assert w.ready
+    before = w.view().copy()
+    # NTP steps the clock back an hour: readings are older than what the window holds.
+    back = boot - 3600
+    assert w.add(0, back, 9.0, now=back) < 0
+    np.testing.assert_array_equal(w.view(), before)  # untouched
+    # ... and forward a day: a gap longer than max_gap_s empties the window cleanly.
+    ahead = boot + 86400
+    assert w.add(0, ahead, 5.0, now=ahead) >= 0
+    assert w.gaps == 1 and not w.ready
+    for i in range(1, 4):
+        w.add(0, ahead + i * P, 5.0 + i, now=ahead + i * P)
+    np.testing.assert_array_equal(w.view()[:, 0], [5.0, 6.0, 7.0])
+    # A reading from far ahead of the (new) clock is refused.
+    assert w.add(0, ahead + 10 * 86400, 1.0, now=ahead + 4 * P) < 0
