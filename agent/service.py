@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.1  #: How often the loop checks the clock when no reading arrives.
 SUMMARY_S = 300.0  #: How often counters are logged.
 MODEL_CHECK_S = 2.0  #: How often model files are checked for a change, seconds.
+MAX_QUEUED = 20_000  #: Reading batches waiting for the loop before sources shed load.
 SNAPSHOT_S = 60.0  #: How often windows are snapshotted for a warm restart, seconds.
 SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
 
@@ -182,6 +183,7 @@ class Service:
         self.cfg = cfg
         self.streams = load_streams(cfg, runtime)
         self._queue: queue.SimpleQueue[list[Reading]] = queue.SimpleQueue()
+        self.shed = 0  #: Reading batches dropped because the loop was behind (a flood).
         prefix, device = cfg.mqtt.topic_prefix, cfg.device.id
         self.link = MqttLink(cfg.mqtt, status_topic(prefix, device))
         self.outbox = Outbox(
@@ -193,7 +195,7 @@ class Service:
         self.sender = OutboxSender(self.outbox, self.link)
         for s in self.streams:
             s.publisher = self._publisher(s)
-            s.sources = build_sources(s, self.link, self._queue.put)
+            s.sources = build_sources(s, self.link, self._hand_over)
         if sum(src.type_name == "stdin" for s in self.streams for src in s.sources) > 1:
             raise ConfigError("only one stream can read stdin ([[streams.sources]] type = 'stdin')")
         self._snapshot_path = cfg.state_dir / f"windows-{device}.json"
@@ -263,6 +265,16 @@ class Service:
             os.replace(tmp, self._snapshot_path)
         except OSError as exc:
             self._log.warning("snapshot", "cannot save window snapshot: %s", exc)
+
+    def _hand_over(self, batch: list[Reading]) -> None:
+        """Sources' sink (their threads): queue a batch, or shed it when the loop is behind.
+
+        Bounds memory under a flood; what is shed is counted and logged.
+        """
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.shed += 1
+            return
+        self._queue.put(batch)
 
     def _publisher(self, s: Stream) -> ForecastPublisher:
         cfg, m = self.cfg, s.bundle.manifest
@@ -509,6 +521,10 @@ class Service:
     def log_summary(self) -> None:
         """Log the counters at info level."""
         box = self.outbox
+        if self.shed:
+            logger.warning(
+                "load shed: %d reading batches dropped while the loop was behind", self.shed
+            )
         logger.info(
             "outbox: %d queued (%d bytes), %d sent, %d dropped when full%s",
             box.depth,

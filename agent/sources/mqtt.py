@@ -11,6 +11,10 @@ from agent.sources.parse import Rejection, parse_json_reading, parse_number
 
 __all__ = ["MqttJsonSource", "MqttValueSource"]
 
+#: Readings are small; anything larger is rejected unparsed (a flood of 1 MB payloads must
+#: not cost a JSON parse each), bytes.
+MAX_PAYLOAD = 64 * 1024
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,6 +76,9 @@ class MqttJsonSource(_MqttSource):
     def handle(self, payload: bytes, arrival: float) -> None:
         """Parse one message (called from the MQTT network thread); ``arrival`` in Unix s."""
         self.messages += 1
+        if len(payload) > MAX_PAYLOAD:
+            self._bad("too_large", f"payload of {len(payload)} bytes (limit {MAX_PAYLOAD})")
+            return
         self._hand_on(*parse_json_reading(payload, arrival, self._indexed, self.stream))
 
 
@@ -103,6 +110,9 @@ class MqttValueSource(_MqttSource):
     def handle(self, payload: bytes, arrival: float) -> None:
         """Parse one message (called from the MQTT network thread); ``arrival`` in Unix s."""
         self.messages += 1
+        if len(payload) > MAX_PAYLOAD:
+            self._bad("too_large", f"payload of {len(payload)} bytes (limit {MAX_PAYLOAD})")
+            return
         if payload.lstrip().startswith(b"{"):
             self._hand_on(*parse_json_reading(payload, arrival, self._value_key, self.stream))
             return

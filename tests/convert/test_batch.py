@@ -84,3 +84,18 @@ def test_streams_sharing_a_batched_model_forecast_in_one_call(
             end = int(np.flatnonzero(rows[:, 0] == window_end)[0])
             window = rows[end - 23 : end + 1, 1:].astype(np.float32) + np.float32([i, 0])
             np.testing.assert_allclose(values, single.predict(window), atol=1e-4)
+
+
+def test_sources_shed_load_when_the_loop_is_behind(batched: Path, tmp_path: Path) -> None:
+    from agent import service as service_module
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[state]\ndir = "{tmp_path / "state"}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+        f'[[streams]]\nname = "s"\nmodel = "{batched}"\ninput_topic = "in"\n'
+    )
+    service = Service(load_config(config, env={}))
+    batch = [Reading(0, 0, 1.0, 1.0)]
+    for _ in range(service_module.MAX_QUEUED + 25):
+        service._hand_over(batch)
+    assert service.shed == 25  # memory stays bounded; what was dropped is counted
