@@ -21,9 +21,16 @@ REPO = Path(__file__).resolve().parent.parent
 # Property tests: no per-example deadline and no slow-generation check (CI shares the machine
 # with TensorFlow conversions); a fixed example budget per test keeps the time bounded.
 settings.register_profile(
-    "sensorcast", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+    "sensorcast",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=300,
 )
-settings.load_profile("sensorcast")
+# `bench/fuzz` runs the same properties at scale.
+settings.register_profile(
+    "fuzz", parent=settings.get_profile("sensorcast"), max_examples=20_000, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "sensorcast"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config import parse_config
@@ -29,7 +29,6 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_as_a_reading(payload: bytes) -> None:
     readings, rejects = parse_json_reading(payload, 1e9, FEATURES, 0)
@@ -37,7 +36,6 @@ def test_arbitrary_bytes_as_a_reading(payload: bytes) -> None:
     assert all(isinstance(r.value, float) and isinstance(r.ts, float) for r in readings)
 
 
-@settings(max_examples=400)
 @given(
     st.dictionaries(
         st.sampled_from(["ts", "temperature", "humidity", "other"]), json_values, max_size=4
@@ -53,7 +51,6 @@ def test_json_objects_as_readings(obj: dict[str, object]) -> None:
         window.add(r.feature, r.ts, r.value, now=1e9)
 
 
-@settings(max_examples=400)
 @given(st.text(max_size=40) | st.binary(max_size=40).map(bytes))
 def test_single_numbers(text: object) -> None:
     try:
@@ -64,7 +61,6 @@ def test_single_numbers(text: object) -> None:
         assert isinstance(value, float)
 
 
-@settings(max_examples=400)
 @given(
     st.text(max_size=120)
     | st.builds(
@@ -84,7 +80,6 @@ def test_w1_slave_text(text: str) -> None:
         assert math.isfinite(value)
 
 
-@settings(max_examples=300)
 @given(
     st.dictionaries(
         st.sampled_from(["device", "mqtt", "streams", "log", "state", "outbox", "junk"]),
@@ -102,7 +97,6 @@ def test_config_documents(data: dict[str, object]) -> None:
 MODEL = (REPO / "examples" / "demo" / "room.tflite").read_bytes()
 
 
-@settings(max_examples=400)
 @given(
     st.integers(0, len(MODEL)),
     st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6),
@@ -121,7 +115,6 @@ def test_damaged_model_files(cut: int, flips: list[tuple[int, int]]) -> None:
         return  # rejected, with its reason
 
 
-@settings(max_examples=300)
 @given(
     st.dictionaries(
         st.sampled_from(
