@@ -58,6 +58,7 @@ class Outbox:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.dropped = 0  #: Messages dropped because the outbox was full.
+        self.high_water = 0  #: Most messages waiting at once since start.
         self.degraded: Optional[str] = None  #: Why messages are only in memory, if they are.
         self._db: Optional[sqlite3.Connection] = None
         self._memory: collections.OrderedDict[int, Message] = collections.OrderedDict()
@@ -95,6 +96,7 @@ class Outbox:
                 self._count += 1
                 self._bytes += len(payload)
                 self._enforce_bounds()
+                self.high_water = max(self.high_water, self._count)
                 return msg_id
             except sqlite3.Error as exc:
                 self._degrade(f"cannot write: {exc}")
@@ -104,6 +106,7 @@ class Outbox:
         self._count += 1
         self._bytes += len(payload)
         self._enforce_bounds()
+        self.high_water = max(self.high_water, self._count)
         return msg_id
 
     def pending(self, after: int = 0, limit: int = 100) -> list[Message]:

@@ -526,9 +526,10 @@ class Service:
                 "load shed: %d reading batches dropped while the loop was behind", self.shed
             )
         logger.info(
-            "outbox: %d queued (%d bytes), %d sent, %d dropped when full%s",
+            "outbox: %d queued (%d bytes, at most %d), %d sent, %d dropped when full%s",
             box.depth,
             box.size_bytes,
+            box.high_water,
             self.sender.sent,
             box.dropped,
             f"; durability degraded: {box.degraded}" if box.degraded else "",
