@@ -166,6 +166,7 @@ def main() -> int:
     forecasts = sum(f for _, f in final.values())
     high = re.findall(r"at most (\d+)\)", text)
     lost = forecasts - len(received)
+    queued = re.findall(r"outbox: (\d+) queued", text)
     warm = [r for r in rss[4:]] or rss
     lines = [
         "# Soak results",
@@ -183,7 +184,10 @@ def main() -> int:
         f"**lost: {lost}**",
         f"- agent RSS: peak {max(rss):.1f} MB, after warm-up {warm[0]:.1f} MB, "
         f"final {rss[-1]:.1f} MB",
-        f"- outbox high-water mark: {high[-1] if high else '?'} messages",
+        f"- outbox high-water mark: {high[-1] if high else '?'} messages; "
+        f"at exit {queued[-1] if queued else '?'} queued (0: the broker acknowledged every "
+        "forecast the agent made, so any loss above happened between the broker and the "
+        "soak's own subscriber)",
     ]
     (REPO / "bench" / "RESULTS-soak.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
