@@ -84,6 +84,14 @@ def convert_demo(out: Path, *extra: str, calibrate: bool = True) -> int:
     return convert_main([*args, *extra])
 
 
+@pytest.fixture(scope="session")
+def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model relabelled with a 0.2 s period, so a window fills in 5 s of readings."""
+    out = tmp_path_factory.mktemp("fast") / "room.tflite"
+    assert convert_demo(out, "--period", "0.2", calibrate=False) == 0
+    return out
+
+
 def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run ``sensorcast ARGS`` in a fresh interpreter, capturing its output."""
     return subprocess.run(

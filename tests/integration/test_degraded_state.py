@@ -11,19 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, convert_demo
+from tests.conftest import Subscriber
 
 PERIOD = 0.2
-
-
-@pytest.fixture(scope="module")
-def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "room.tflite"
-    assert convert_demo(out, "--period", str(PERIOD), calibrate=False) == 0
-    return out
 
 
 def test_unwritable_state_directory_degrades_durability_not_forecasting(

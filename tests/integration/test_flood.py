@@ -17,16 +17,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, convert_demo
+from tests.conftest import Subscriber
 
 PERIOD = 0.2
-
-
-@pytest.fixture(scope="module")
-def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "room.tflite"
-    assert convert_demo(out, "--period", str(PERIOD), calibrate=False) == 0
-    return out
 
 
 def _rss_mb(pid: int) -> float:

@@ -20,16 +20,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker, free_port
-from tests.conftest import convert_demo, missing_tool
+from tests.conftest import missing_tool
 
 PERIOD = 0.2
-
-
-@pytest.fixture(scope="module")
-def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "room.tflite"
-    assert convert_demo(out, "--period", str(PERIOD), calibrate=False) == 0
-    return out
 
 
 @pytest.fixture

@@ -15,22 +15,14 @@ from typing import Callable
 
 import numpy as np
 import paho.mqtt.client as paho
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker
 from agent.forecast import Forecaster
 from agent.manifest import read_bundle
-from tests.conftest import Subscriber, convert_demo
+from tests.conftest import Subscriber
 
 PERIOD = 0.2  # seconds: the demo model relabelled with a fast grid, so a window fills in 5 s
-
-
-@pytest.fixture(scope="module")
-def fast_bundle(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "room.tflite"
-    assert convert_demo(out, "--period", str(PERIOD), calibrate=False) == 0
-    return out
 
 
 def test_file_and_mqtt_value_inputs_in_real_time(
