@@ -92,6 +92,16 @@ def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def json_lines(rows: Any, start: float, period: float) -> list[str]:
+    """Readings ``(temperature, humidity)`` as JSON lines, one per period from ``start``."""
+    import json
+
+    return [
+        json.dumps({"ts": start + i * period, "temperature": t, "humidity": h}) + "\n"
+        for i, (t, h) in enumerate(rows)
+    ]
+
+
 def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run ``sensorcast ARGS`` in a fresh interpreter, capturing its output."""
     return subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber
+from tests.conftest import Subscriber, json_lines
 
 PERIOD = 0.2
 
@@ -36,10 +35,7 @@ def test_unwritable_state_directory_degrades_durability_not_forecasting(
         '[[streams.sources]]\ntype = "stdin"\n'
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:27, 1:]
-    lines = "".join(
-        json.dumps({"ts": 1_700_000_000 + i * PERIOD, "temperature": t, "humidity": h}) + "\n"
-        for i, (t, h) in enumerate(rows)
-    )
+    lines = "".join(json_lines(rows, 1_700_000_000, PERIOD))
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/ro/room/forecast")
     with subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--config", str(config)],

@@ -18,7 +18,7 @@ import pytest
 
 from agent.demo import MosquittoBroker
 from agent.manifest import read_bundle
-from tests.conftest import Subscriber, convert_demo
+from tests.conftest import Subscriber, convert_demo, json_lines
 
 PERIOD = 0.2
 
@@ -49,10 +49,7 @@ def test_model_file_change_and_sighup(
         f'[[streams]]\nname = "room"\nmodel = "{model}"\n[[streams.sources]]\ntype = "stdin"\n'
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:60, 1:]
-    lines = [
-        json.dumps({"ts": 1_700_000_000 + i * PERIOD, "temperature": t, "humidity": h}) + "\n"
-        for i, (t, h) in enumerate(rows)
-    ]
+    lines = json_lines(rows, 1_700_000_000, PERIOD)
     label_a, label_b = (f"room@{read_bundle(p).sha256[:12]}" for p in bundles)
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/hot/room/forecast")
 

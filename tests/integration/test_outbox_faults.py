@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker, free_port
-from tests.conftest import missing_tool
+from tests.conftest import json_lines, missing_tool
 
 PERIOD = 0.2
 
@@ -78,10 +78,7 @@ class Collector:
 
 
 def _lines(rows: np.ndarray, start: float) -> list[str]:
-    return [
-        json.dumps({"ts": start + i * PERIOD, "temperature": t, "humidity": h}) + "\n"
-        for i, (t, h) in enumerate(rows)
-    ]
+    return json_lines(rows, start, PERIOD)
 
 
 def _agent(config: Path) -> subprocess.Popen[str]:

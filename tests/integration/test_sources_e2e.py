@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.demo import MosquittoBroker
 from agent.forecast import Forecaster
 from agent.manifest import read_bundle
-from tests.conftest import Subscriber
+from tests.conftest import Subscriber, json_lines
 
 PERIOD = 0.2  # seconds: the demo model relabelled with a fast grid, so a window fills in 5 s
 
@@ -99,10 +99,7 @@ def test_stdin_json_lines(
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:26, 1:]
     start = 1_700_000_000.0
-    lines = "".join(
-        json.dumps({"ts": start + i * PERIOD, "temperature": t, "humidity": h}) + "\n"
-        for i, (t, h) in enumerate(rows)
-    )
+    lines = "".join(json_lines(rows, start, PERIOD))
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/pipe/room/forecast")
     with subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--config", str(config)],

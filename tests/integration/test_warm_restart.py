@@ -16,7 +16,7 @@ import numpy as np
 from agent.demo import MosquittoBroker
 from agent.forecast import Forecaster
 from agent.manifest import read_bundle
-from tests.conftest import Subscriber
+from tests.conftest import Subscriber, json_lines
 
 PERIOD = 0.2
 
@@ -56,10 +56,7 @@ def test_restart_resumes_from_the_saved_window(
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:26, 1:]
     start = 1_700_000_000.0
-    lines = [
-        json.dumps({"ts": start + i * PERIOD, "temperature": t, "humidity": h}) + "\n"
-        for i, (t, h) in enumerate(rows)
-    ]
+    lines = json_lines(rows, start, PERIOD)
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/warm/room/forecast")
     first = _run(config, lines[:20])  # 20 of 24 rows: no forecast yet
     assert "0 forecasts" in first
