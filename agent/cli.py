@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
     check.add_argument("--runtime", help="force an interpreter: litert, tflite-runtime, tensorflow")
 
+    health = sub.add_parser(
+        "health", help="exit 0 if the agent running with this config is healthy, else 1"
+    )
+    health.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=30.0,
+        help="seconds without a sign of life (or without the broker) that count as unhealthy",
+    )
+
     info = sub.add_parser("info", help="print a model bundle's manifest")
     info.add_argument("model", type=Path, help="bundle (.tflite) made by sensorcast convert")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -76,6 +87,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _check(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "health":
+            return _health(args)
         if args.command == "demo":
             from agent.demo import run_demo
 
@@ -133,6 +146,16 @@ def _check(args: argparse.Namespace) -> int:
         )
     print(f"  runtime: {runtime.name} {runtime.version}")
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.health import check_health, health_path
+
+    cfg = load_config(args.config)
+    ok, reason = check_health(health_path(cfg.state_dir, cfg.device.id), args.max_age)
+    print(reason, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else EXIT_ERROR
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import queue
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -69,6 +69,8 @@ class MqttLink:
         self._connack = threading.Event()
         self._connack_reason: Any = None
         self.connected = False
+        #: Unix time the connection was lost, None while connected.
+        self.disconnected_since: Optional[float] = time.time()
         self.reconnects = 0
         self._closing = False
 
@@ -152,6 +154,7 @@ class MqttLink:
         if self.connected is False and self.reconnects:
             logger.info("reconnected to MQTT broker")
         self.connected = True
+        self.disconnected_since = None
         self.epoch += 1
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
@@ -163,4 +166,6 @@ class MqttLink:
         if self.connected and not self._closing:
             self.reconnects += 1
             logger.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+        if self.connected:
+            self.disconnected_since = time.time()
         self.connected = False

@@ -22,12 +22,14 @@ import numpy as np
 from agent.config import Config, StreamConfig
 from agent.errors import ConfigError, ModelError
 from agent.forecast import Forecaster, Rollout, check_fits
+from agent.health import HealthFile, health_path
 from agent.logutil import RateLimitedLog
 from agent.manifest import Bundle, read_bundle
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
 from agent.publish import ForecastPublisher, OutboxSender, status_topic
 from agent.runtime import Runtime, load_runtime
+from agent.sdnotify import Notifier
 from agent.sources import (
     CommandSource,
     FileSource,
@@ -71,6 +73,7 @@ class Stream:
     due: bool = False  #: The window moved and awaits its forecast.
     gaps_seen: int = 0  #: Gaps already reported.
     model_key: tuple[int, int] = (0, 0)  #: The model file's (mtime ns, size) when loaded.
+    last_forecast: Optional[float] = None  #: Window end of the latest forecast (Unix s).
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -207,6 +210,10 @@ class Service:
         self._stopping = False
         self._signal = 0
         self._log = RateLimitedLog(logger)
+        self.notifier = Notifier()
+        self.health = HealthFile(health_path(cfg.state_dir, device))
+        # Test hook: while this file exists the loop stands still (watchdog tests).
+        self._stall_file = os.environ.get("SENSORCAST_TEST_STALL_FILE")
 
     def _restore_windows(self) -> None:
         """Warm restart: reload the windows saved at the last shutdown (or snapshot)."""
@@ -362,6 +369,7 @@ class Service:
 
     def run(self) -> None:
         """Connect, then process readings and forecast until stopped."""
+        self.notifier.status(f"connecting to {self.cfg.mqtt.url}")
         self.link.connect()
         for s in self.streams:
             for source in s.sources:
@@ -369,6 +377,7 @@ class Service:
                 if callable(start):
                     start()
         names = ", ".join(f"{s.cfg.name} ({s.bundle.label})" for s in self.streams)
+        self.notifier.ready(f"online on {self.cfg.mqtt.url}; streams: {names}")
         logger.info(
             "online as %s on %s; streams: %s; runtime %s",
             self.cfg.device.id,
@@ -392,6 +401,7 @@ class Service:
                 self._tick(now)
                 self._forecast_due()
                 self.sender.pump()
+                self._heartbeat()
                 if self._reload:
                     self._reload = False
                     self._reload_models(only_changed=False)
@@ -406,6 +416,7 @@ class Service:
                     next_summary = time.monotonic() + SUMMARY_S
             if self._signal:
                 logger.info("signal %d: shutting down", self._signal)
+            self.notifier.stopping()
             self._drain(time.time(), limit=None)
             self._forecast_due()
             self.save_windows()
@@ -421,6 +432,39 @@ class Service:
             self.log_summary()
             self.outbox.close()
             self.link.close()
+            self.health.remove()
+            self.notifier.close()
+
+    def _heartbeat(self) -> None:
+        """One loop turn done: ping systemd's watchdog, refresh the health file and status."""
+        while self._stall_file is not None and os.path.exists(self._stall_file):
+            time.sleep(0.05)  # test hook only: a stuck loop
+        mono = time.monotonic()
+        self.notifier.progress(mono)
+        if not self.health.due(mono):
+            return
+        forecasts = sum(s.forecasts for s in self.streams)
+        box = self.outbox
+        self.health.write(
+            {
+                "connected": self.link.connected,
+                "disconnected_since": self.link.disconnected_since,
+                "streams": len(self.streams),
+                "forecasts": forecasts,
+                "outbox_depth": box.depth,
+                "degraded": box.degraded,
+                "last_forecast": {s.cfg.name: s.last_forecast for s in self.streams},
+            },
+            mono,
+        )
+        if self.health.error is not None:
+            self._log.warning("health", "cannot write health file: %s", self.health.error)
+        status = f"{len(self.streams)} streams, {forecasts} forecasts, outbox {box.depth}"
+        if not self.link.connected:
+            status += "; broker unreachable, queueing"
+        if box.degraded:
+            status += "; durability degraded"
+        self.notifier.status(status)
 
     def _drain(self, now: float, limit: Optional[int]) -> None:
         count = 0
@@ -499,6 +543,7 @@ class Service:
         window_end = window.closed_through * window.period_s
         stream.publisher.publish(stream.bundle.label, window_end, values)
         stream.forecasts += 1
+        stream.last_forecast = window_end
         stream.due = False
 
     def counters(self) -> dict[str, Any]:
