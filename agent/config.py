@@ -91,6 +91,9 @@ class MqttConfig:
     reconnect_min_s: float = 1.0  #: First reconnect delay; doubles up to ``reconnect_max_s``.
     reconnect_max_s: float = 60.0
     retain: bool = False  #: Retain each stream's last forecast on the broker.
+    #: Persistent session: the broker keeps the agent's subscriptions and queues its input
+    #: readings while it is away (reconnecting, restarting) for this long; 0: clean session.
+    session_expiry_s: int = 86400
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,9 @@ def _parse_mqtt(
     if not 0 < backoff_min <= backoff_max:
         c.errors.append("mqtt.reconnect_min_s/reconnect_max_s: need 0 < min <= max seconds")
     retain = c.get(raw, "retain", bool, "mqtt", default=False)
+    expiry = c.get(raw, "session_expiry_s", int, "mqtt", default=86400)
+    if not 0 <= expiry <= 0xFFFFFFFF:
+        c.errors.append("mqtt.session_expiry_s: must be between 0 and 4294967295 seconds")
 
     username = env.get("SENSORCAST_MQTT_USERNAME") or c.get(raw, "username", str, "mqtt")
     password = _password(c, raw, base, env)
@@ -377,13 +383,15 @@ def _parse_mqtt(
         reconnect_min_s=backoff_min,
         reconnect_max_s=backoff_max,
         retain=retain,
+        session_expiry_s=expiry,
     )
 
 
 _MQTT_KEYS = (
     "url", "client_id", "topic_prefix", "qos", "protocol", "keepalive_s", "connect_timeout_s",
-    "reconnect_min_s", "reconnect_max_s", "retain", "username", "password", "password_file",
-    "password_env", "password_credential", "ca_file", "cert_file", "key_file", "tls_insecure",
+    "reconnect_min_s", "reconnect_max_s", "retain", "session_expiry_s", "username", "password",
+    "password_file", "password_env", "password_credential", "ca_file", "cert_file", "key_file",
+    "tls_insecure",
 )  # fmt: skip
 
 

@@ -75,7 +75,7 @@ def wait_port(port: int, timeout_s: float) -> bool:
 
 
 class MosquittoBroker:
-    """The system's ``mosquitto`` on a free loopback port, anonymous, no persistence."""
+    """The system's ``mosquitto`` on a free loopback port; by default anonymous, no persistence."""
 
     def __init__(self, binary: str, port: Optional[int] = None, conf: Optional[str] = None) -> None:
         """``conf`` replaces the default (anonymous) listener config; ``{port}`` is filled in."""
@@ -87,7 +87,9 @@ class MosquittoBroker:
         # Started as root, mosquitto drops to the 'mosquitto' user, which cannot read files in
         # our private temporary directories (certificates, password files): keep the user.
         user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-        self.conf.write_text(user + body.format(port=self.port) + "persistence false\n")
+        if "persistence " not in body:
+            body += "persistence false\n"
+        self.conf.write_text(user + body.format(port=self.port))
         self.log = Path(self._dir.name) / "mosquitto.log"
         self._proc: Optional[subprocess.Popen[bytes]] = None
 

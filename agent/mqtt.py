@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.config import MqttConfig
 from agent.errors import PublishError
@@ -35,12 +37,17 @@ class MqttLink:
         self.cfg = cfg
         self.status_topic = status_topic
         v5 = cfg.protocol == "5"
+        persistent = cfg.session_expiry_s > 0
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else True,
+            clean_session=None if v5 else not persistent,
         )
+        self._connect_props: Any = None
+        if v5:
+            self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            self._connect_props.SessionExpiryInterval = cfg.session_expiry_s
         self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
         self._client.reconnect_delay_set(
             min_delay=max(1, round(cfg.reconnect_min_s)),
@@ -63,8 +70,6 @@ class MqttLink:
         self._client.on_publish = self._on_publish
         #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
         self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
-        #: Bumped at every successful connect, so the sender knows in-flight ids are void.
-        self.epoch = 0
         self._subscriptions: list[tuple[str, int]] = []
         self._connack = threading.Event()
         self._connack_reason: Any = None
@@ -91,7 +96,16 @@ class MqttLink:
         """
         where = f"MQTT broker {self.cfg.host}:{self.cfg.port} (mqtt.url)"
         try:
-            self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            if self._connect_props is not None:  # MQTT 5
+                self._client.connect(
+                    self.cfg.host,
+                    self.cfg.port,
+                    keepalive=self.cfg.keepalive_s,
+                    clean_start=self.cfg.session_expiry_s == 0,
+                    properties=self._connect_props,
+                )
+            else:
+                self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         except ssl.SSLError as exc:
             detail = getattr(exc, "verify_message", None) or exc.reason or exc
             raise PublishError(
@@ -155,7 +169,6 @@ class MqttLink:
             logger.info("reconnected to MQTT broker")
         self.connected = True
         self.disconnected_since = None
-        self.epoch += 1
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
         client.publish(self.status_topic, b"online", qos=self.cfg.qos, retain=True)

@@ -77,9 +77,12 @@ class ForecastPublisher:
 class OutboxSender:
     """Moves messages from the outbox to the broker, in order, and forgets acked ones.
 
-    Runs in the main loop. At most ``max_inflight`` messages are unacknowledged
-    at once. After a reconnect everything unacknowledged is sent again (QoS 1 is
-    at-least-once; the payload's ``id`` lets consumers drop duplicates).
+    Runs in the main loop. Each message is handed to the MQTT client once per
+    process (at most ``max_inflight`` unacknowledged at a time); across a
+    reconnect the client itself re-sends what was in flight, flagged as a
+    duplicate, so the agent never publishes a message twice. After a restart,
+    what the outbox still holds is sent again: QoS 1 is at-least-once, and the
+    payload's ``id`` lets consumers drop the rare duplicate.
     """
 
     def __init__(self, outbox: Outbox, link: MqttLink, max_inflight: int = 20) -> None:
@@ -89,8 +92,7 @@ class OutboxSender:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._early: set[int] = set()  # acks that came before we noted their mid
         self._last_sent = 0
-        self._epoch = -1
-        self.sent = 0
+        self.sent = 0  #: Messages handed to the MQTT client.
 
     def pump(self) -> None:
         """Handle acknowledgements, then send what the in-flight window allows."""
@@ -102,24 +104,23 @@ class OutboxSender:
             self._acked(mid)
         if not self._link.connected:
             return
-        if self._link.epoch != self._epoch:
-            # A new connection: whatever was in flight may be lost; send it all again.
-            self._epoch = self._link.epoch
-            self._inflight.clear()
-            self._early.clear()
-            self._last_sent = 0
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
             return
         for msg in self.outbox.pending(after=self._last_sent, limit=room):
             info = self._link.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-            if info.rc != 0:  # not connected after all; try again next time
-                return
+            if msg.qos == 0:
+                if info.rc != 0:  # not connected after all; try again next time
+                    return
+                self._last_sent = msg.id
+                self.sent += 1
+                self.outbox.ack(msg.id)
+                continue
+            # QoS 1/2: the client now holds the message and sends it, or re-sends it
+            # after the next connect, even when it reports "not connected" here.
             self._last_sent = msg.id
             self.sent += 1
-            if msg.qos == 0:
-                self.outbox.ack(msg.id)
-            elif info.mid in self._early:
+            if info.mid in self._early:
                 self._early.discard(info.mid)
                 self.outbox.ack(msg.id)
             else:
