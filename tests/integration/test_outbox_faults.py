@@ -130,6 +130,14 @@ def _summary(stderr: str) -> dict[str, int]:
     }
 
 
+def _assert_each_sent_once(proc: subprocess.Popen[str], stderr: str, forecasts: int) -> None:
+    """Each forecast handed to the MQTT client once: across a reconnect the client re-sends
+    what was in flight itself (flagged DUP); the agent does not publish it again."""
+    assert proc.returncode == 0, stderr
+    counts = _summary(stderr)
+    assert counts["sent"] == counts["forecasts"] == forecasts, counts
+
+
 @pytest.mark.timeout(120)
 def test_broker_restarts_lose_nothing_and_keep_order(
     broker: MosquittoBroker, fast_bundle: Path, demo_dir: Path, tmp_path: Path
@@ -157,12 +165,8 @@ def test_broker_restarts_lose_nothing_and_keep_order(
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         collector.close()
-    assert proc.returncode == 0, stderr
     assert "0 dropped when full" in stderr
-    # Each forecast handed to the MQTT client once: across a reconnect the client re-sends
-    # what was in flight itself (flagged DUP), the agent does not publish it again.
-    counts = _summary(stderr)
-    assert counts["sent"] == counts["forecasts"] == len(expected), counts
+    _assert_each_sent_once(proc, stderr, len(expected))
 
 
 @pytest.mark.timeout(180)
@@ -198,9 +202,7 @@ def test_a_minute_long_outage_loses_nothing(
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         collector.close()
-    assert proc.returncode == 0, stderr
-    counts = _summary(stderr)
-    assert counts["sent"] == counts["forecasts"] == len(expected), counts
+    _assert_each_sent_once(proc, stderr, len(expected))
 
 
 @pytest.mark.timeout(120)
