@@ -66,7 +66,7 @@ def check_health(path: Path, max_age_s: float = MAX_AGE_S) -> tuple[bool, str]:
     if age > max_age_s:
         return False, (
             f"agent's main loop last reported {age:.0f} s ago (more than {max_age_s:g} s): "
-            "stuck or not running"
+            "stuck, not running, or its state directory cannot be written"
         )
     since = data.get("disconnected_since")
     if since is not None and time.time() - float(since) > max_age_s:

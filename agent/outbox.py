@@ -93,6 +93,7 @@ class Outbox:
                         (topic, payload, qos, int(retain)),
                     )
                 msg_id = int(cur.lastrowid or 0)
+                self._next_id = msg_id + 1  # memory ids go on from here if the disk fails
                 self._count += 1
                 self._bytes += len(payload)
                 self._enforce_bounds()
@@ -170,24 +171,45 @@ class Outbox:
         count, size = db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
         ).fetchone()
+        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         self._db = db
         self._count, self._bytes = int(count), int(size)
+        self._next_id = int(seq[0]) + 1 if seq else 1
         if self._count:
             logger.info("outbox %s: %d messages from before the restart to send", path, count)
 
     def _degrade(self, why: str) -> None:
         if self.degraded is None:
             logger.error(
-                "outbox: %s; durability is degraded: messages are kept in memory only", why
+                "outbox: %s; durability is degraded: messages are kept in memory only "
+                "until the agent restarts",
+                why,
             )
         self.degraded = why
-        if self._db is not None:
-            # keep what is on disk countable: move nothing, stop using the database
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
-            self._count = len(self._memory)
-            self._bytes = sum(len(m.payload) for m in self._memory.values())
+        if self._db is None:
+            return
+        # Carry on in memory with what the database still holds (in order, same ids), so
+        # nothing already queued is stranded on disk; copies left there are sent again after
+        # a restart, and the message ids let consumers drop them.
+        try:
+            rows = self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            rows = []
+            logger.error("outbox: cannot read the queued messages back (%s): left on disk", exc)
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._db = None
+        carried = collections.OrderedDict(
+            (r[0], Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]))) for r in rows
+        )
+        carried.update(self._memory)
+        self._memory = carried
+        if self._memory:
+            self._next_id = max(self._next_id, next(reversed(self._memory)) + 1)
+        self._count = len(self._memory)
+        self._bytes = sum(len(m.payload) for m in self._memory.values())
 
     def _enforce_bounds(self) -> None:
         while self._count > self.max_messages or (self._bytes > self.max_bytes and self._count > 1):

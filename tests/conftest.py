@@ -49,6 +49,37 @@ def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB filesystem (tmpfs) to fill up: a full SD card in miniature."""
+    mount = tmp_path / "tiny-disk"
+    mount.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        missing_tool("a full-disk test mounts a tmpfs: run it as root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        missing_tool(f"cannot mount a tmpfs for the full-disk test: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(mount: Path) -> None:
+    """Write a file until the filesystem at ``mount`` has no space left."""
+    try:
+        with (mount / "filler").open("wb", buffering=0) as f:
+            while True:
+                f.write(b"\0" * 4096)
+    except OSError:
+        pass  # ENOSPC: full
+
+
 @pytest.fixture(scope="session")
 def mosquitto() -> Iterator[MosquittoBroker]:
     """The system's mosquitto on a free loopback port for the whole session."""

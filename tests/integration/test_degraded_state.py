@@ -1,7 +1,9 @@
-"""A state directory that cannot be written: a clear error line, and forecasts keep coming."""
+"""A state directory that cannot be written, or a disk that fills up: a clear error line, and
+forecasts keep coming."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, json_lines
+from tests.conftest import Subscriber, fill_disk, json_lines
 
 PERIOD = 0.2
 
@@ -58,3 +60,55 @@ def test_unwritable_state_directory_degrades_durability_not_forecasting(
     assert errors and "ERROR" in errors[0] and str(blocker) in errors[0]
     assert "durability degraded" in stderr  # and the summary says so too
     assert len(sub.payloads("/forecast")) == 4
+
+
+def test_a_full_disk_degrades_durability_not_forecasting(
+    mosquitto: MosquittoBroker,
+    topic_prefix: str,
+    fast_bundle: Path,
+    demo_dir: Path,
+    tmp_path: Path,
+    tiny_disk: Path,
+    subscriber_factory: Callable[[int, str], Subscriber],
+) -> None:
+    """A real filesystem fills up under the running agent (its outbox, snapshots and health
+    file): one clear ERROR, every forecast still reaches the broker, a clean exit."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "full"\n[state]\ndir = "{tiny_disk / "state"}"\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\ntopic_prefix = "{topic_prefix}"\n'
+        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
+        '[[streams.sources]]\ntype = "stdin"\n'
+    )
+    rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:330, 1:]
+    lines = json_lines(rows, 1_700_000_000, PERIOD)
+    sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/full/room/forecast")
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write("".join(lines[:30]))
+            proc.stdin.flush()
+            assert sub.wait_for(lambda ms: len(ms) >= 6, 20)
+            fill_disk(tiny_disk)
+            for line in lines[30:]:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+                time.sleep(0.005)
+            expected = len(rows) - 23  # a forecast per window (the last closed by the clock)
+            assert sub.wait_for(lambda ms: len(ms) >= expected, 30), len(sub.payloads("/"))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    errors = [ln for ln in stderr.splitlines() if "durability is degraded" in ln]
+    assert len(errors) == 1 and "ERROR" in errors[0] and "full" in errors[0], errors
+    assert "durability degraded" in stderr  # the summary says so too
+    ids = [json.loads(p)["id"] for p in sub.payloads("/forecast")]
+    assert len(set(ids)) == expected
+    assert ids == sorted(ids, key=lambda i: int(i.split("/")[-1]))

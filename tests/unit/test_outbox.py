@@ -69,6 +69,41 @@ def test_read_only_state_directory_degrades_to_memory(tmp_path: Path) -> None:
     assert box.depth == 1
 
 
+def test_a_disk_that_fills_up_degrades_to_memory_losing_nothing(tiny_disk: Path) -> None:
+    """A real full filesystem: what was queued on disk and what comes after stays in order."""
+    from tests.conftest import fill_disk
+
+    box = Outbox(tiny_disk / "outbox.db", max_messages=100_000, max_bytes=1 << 30)
+    ids = [box.put("t", f"{i}".encode() * 100, qos=1) for i in range(20)]
+    box.ack(ids[0])
+    assert box.degraded is None
+    fill_disk(tiny_disk)
+    for i in range(20, 400):  # the WAL needs room sooner or later
+        ids.append(box.put("t", f"{i}".encode() * 100, qos=1))
+    assert box.degraded is not None and "full" in box.degraded
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    waiting = box.pending(limit=1000)
+    assert [m.id for m in waiting] == ids[1:]  # nothing stranded on disk, nothing lost
+    assert [m.payload for m in waiting] == [f"{i}".encode() * 100 for i in range(1, 400)]
+    assert box.depth == 399
+    for m in waiting:
+        box.ack(m.id)
+    assert box.depth == 0 and box.size_bytes == 0
+    box.close()
+
+
+def test_memory_ids_continue_after_acked_disk_ids(tmp_path: Path) -> None:
+    """The sender asks for ids above the last it sent: memory ids must not restart at 1."""
+    box = Outbox(tmp_path / "outbox.db")
+    last = 0
+    for _ in range(5):
+        last = box.put("t", b"x", qos=1)
+        box.ack(last)
+    box._degrade("test: simulated write failure")
+    assert box.put("t", b"y", qos=1) > last
+    assert [m.payload for m in box.pending(after=last)] == [b"y"]
+
+
 def test_invalid_synchronous_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Outbox(tmp_path / "x.db", synchronous="sometimes")
