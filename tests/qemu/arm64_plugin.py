@@ -1,0 +1,64 @@
+"""A pytest plugin for test runs inside the arm64 chroot (``-p tests.qemu.arm64_plugin``).
+
+It is imported before ``tests/conftest.py``, which loads the Hypothesis profile named by
+``HYPOTHESIS_PROFILE``, so the ``qemu`` profile it registers can be chosen there. Under
+emulation the property tests run fewer examples (``bench/fuzz`` and the host run cover
+volume; here the point is that the same code behaves the same on arm64), and keep no example
+database: the checkout is mounted read-only.
+
+It also refuses to run anywhere but on aarch64, so a mistake in the harness cannot pass
+x86 results off as arm64 ones, prints the platform in the report header, and leaves out the
+few tests that need what only the x86 build host has (:data:`EXCLUDED`, with the reason).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+#: Examples per property test under emulation (the host runs 300).
+QEMU_EXAMPLES = 60
+
+settings.register_profile(
+    "qemu",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=QEMU_EXAMPLES,
+    database=None,
+)
+
+
+#: Tests that cannot run in the agent's arm64 install, and why. Only the agent and its
+#: dependencies are installed there: no TensorFlow, which has no place on the device.
+EXCLUDED = {
+    "tests/unit/test_bundle.py::test_manifest_with_lying_shapes_is_rejected_when_loaded": (
+        "writes a bundle with convert.bundle.embed_manifest, which needs TensorFlow's "
+        "flatbuffer schema (the converter's build-time dependency)"
+    ),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if platform.machine() != "aarch64":
+        raise pytest.UsageError(
+            f"tests.qemu.arm64_plugin is for the arm64 chroot, not {platform.machine()}"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"arm64 chroot: machine {platform.machine()}, numpy {np.__version__}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    files = {item.nodeid.split("::")[0] for item in items}
+    ids = {item.nodeid for item in items}
+    stale = [n for n in EXCLUDED if n.split("::")[0] in files and n not in ids]
+    if stale:
+        raise pytest.UsageError(f"EXCLUDED in tests/qemu/arm64_plugin.py names no test: {stale}")
+    left_out = [item for item in items if item.nodeid in EXCLUDED]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item.nodeid not in EXCLUDED]
