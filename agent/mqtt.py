@@ -71,6 +71,8 @@ class MqttLink:
         #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
         self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._subscriptions: list[tuple[str, int]] = []
+        #: If set, asked before each incoming message is handled; False drops it (load shedding).
+        self.gate: Optional[Callable[[], bool]] = None
         self._connack = threading.Event()
         self._connack_reason: Any = None
         self.connected = False
@@ -83,6 +85,9 @@ class MqttLink:
         """Route messages on ``topic`` to ``handler``; call before :meth:`connect`."""
 
         def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+            gate = self.gate
+            if gate is not None and not gate():
+                return  # shed before parsing: under a flood, parsing is the cost
             handler(bytes(msg.payload), time.time())
 
         self._client.message_callback_add(topic, on_message)

@@ -196,6 +196,7 @@ class Service:
             synchronous=cfg.outbox_synchronous,
         )
         self.sender = OutboxSender(self.outbox, self.link)
+        self.link.gate = self._accepting
         for s in self.streams:
             s.publisher = self._publisher(s)
             s.sources = build_sources(s, self.link, self._hand_over)
@@ -272,6 +273,13 @@ class Service:
             os.replace(tmp, self._snapshot_path)
         except OSError as exc:
             self._log.warning("snapshot", "cannot save window snapshot: %s", exc)
+
+    def _accepting(self) -> bool:
+        """MQTT messages' gate (network thread): shed before parsing when the loop is behind."""
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.shed += 1
+            return False
+        return True
 
     def _hand_over(self, batch: list[Reading]) -> None:
         """Sources' sink (their threads): queue a batch, or shed it when the loop is behind.
@@ -568,7 +576,8 @@ class Service:
         box = self.outbox
         if self.shed:
             logger.warning(
-                "load shed: %d reading batches dropped while the loop was behind", self.shed
+                "load shed: %d reading batches (or MQTT messages) dropped: the loop was behind",
+                self.shed,
             )
         logger.info(
             "outbox: %d queued (%d bytes, at most %d), %d sent, %d dropped when full%s",
