@@ -130,6 +130,17 @@ class StreamConfig:
     sources: tuple[SourceConfig, ...] = ()  #: Inputs besides ``input_topic``.
     retain: Optional[bool] = None  #: Retain the last forecast (default: ``mqtt.retain``).
     rollout_steps: Optional[int] = None  #: Roll a single-step model out this many steps.
+    #: Units of the targets (``{"temperature": "°C"}``), for Home Assistant.
+    units: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """``[homeassistant]``: MQTT discovery."""
+
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"  #: Where discovery configs go.
+    status_topic: str = "homeassistant/status"  #: Home Assistant's birth/will topic.
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,7 @@ class Config:
     outbox_max_messages: int = 10_000  #: Outbox bound, messages.
     outbox_max_bytes: int = 8 * 1024 * 1024  #: Outbox bound, payload bytes.
     outbox_synchronous: str = "normal"  #: SQLite synchronous: off, normal, full.
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
 
 class _Collector:
@@ -200,6 +212,7 @@ def _kind_name(kind: type) -> str:
         float: "a number",
         bool: "true or false",
         list: "a list",
+        dict: "a table",
     }.get(kind, kind.__name__)
 
 
@@ -229,7 +242,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     c = _Collector()
     env = {} if env is None else env
     base = path.parent
-    c.unknown(data, {"device", "mqtt", "streams", "log", "state", "outbox"}, "")
+    c.unknown(data, {"device", "mqtt", "streams", "log", "state", "outbox", "homeassistant"}, "")
 
     device = c.table(data, "device", "device")
     c.unknown(device, {"id"}, "device")
@@ -260,6 +273,18 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     synchronous = c.get(outbox, "synchronous", str, "outbox", default="normal")
     if synchronous not in ("off", "normal", "full"):
         c.errors.append("outbox.synchronous: must be 'off', 'normal' or 'full'")
+
+    ha = c.table(data, "homeassistant", "homeassistant")
+    c.unknown(ha, {"enabled", "discovery_prefix", "status_topic"}, "homeassistant")
+    ha_prefix = c.get(ha, "discovery_prefix", str, "homeassistant", default="homeassistant")
+    _check_topic(c, ha_prefix, "homeassistant.discovery_prefix")
+    ha_status = c.get(ha, "status_topic", str, "homeassistant", default=f"{ha_prefix}/status")
+    _check_topic(c, ha_status, "homeassistant.status_topic")
+    homeassistant = HomeAssistantConfig(
+        enabled=c.get(ha, "enabled", bool, "homeassistant", default=True),
+        discovery_prefix=ha_prefix,
+        status_topic=ha_status,
+    )
 
     streams_raw = data.get("streams", [])
     streams: list[StreamConfig] = []
@@ -293,6 +318,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         outbox_max_messages=max_messages,
         outbox_max_bytes=max_bytes,
         outbox_synchronous=synchronous,
+        homeassistant=homeassistant,
     )
 
 
@@ -459,6 +485,7 @@ def _parse_stream(
             "max_future_s",
             "retain",
             "rollout_steps",
+            "units",
         },
         where,
     )
@@ -493,6 +520,10 @@ def _parse_stream(
     ):
         c.errors.append(f"{where}.features: must be a non-empty list of feature names")
         features = None
+    units = c.get(raw, "units", dict, where, default={})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in units.items()):
+        c.errors.append(f"{where}.units: must map target names to unit strings")
+        units = {}
     resample = c.get(raw, "resample", str, where, default="mean")
     if resample not in ("mean", "last"):
         c.errors.append(f"{where}.resample: must be 'mean' or 'last'")
@@ -513,6 +544,7 @@ def _parse_stream(
         sources=tuple(sources),
         retain=retain,
         rollout_steps=rollout,
+        units=tuple(sorted(units.items())),
         **seconds,
     )
 

@@ -71,6 +71,8 @@ class MqttLink:
         #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
         self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._subscriptions: list[tuple[str, int]] = []
+        #: Called (network thread) after every successful connect, once online is published.
+        self.on_connected: list[Callable[[], None]] = []
         #: If set, asked before each incoming message is handled; False drops it (load shedding).
         self.gate: Optional[Callable[[], bool]] = None
         self._connack = threading.Event()
@@ -81,11 +83,16 @@ class MqttLink:
         self.reconnects = 0
         self._closing = False
 
-    def subscribe(self, topic: str, handler: MessageHandler, qos: int = 1) -> None:
-        """Route messages on ``topic`` to ``handler``; call before :meth:`connect`."""
+    def subscribe(
+        self, topic: str, handler: MessageHandler, qos: int = 1, gated: bool = True
+    ) -> None:
+        """Route messages on ``topic`` to ``handler``; call before :meth:`connect`.
+
+        ``gated`` messages pass :attr:`gate` first (input readings); control topics do not.
+        """
 
         def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-            gate = self.gate
+            gate = self.gate if gated else None
             if gate is not None and not gate():
                 return  # shed before parsing: under a flood, parsing is the cost
             handler(bytes(msg.payload), time.time())
@@ -177,6 +184,11 @@ class MqttLink:
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
         client.publish(self.status_topic, b"online", qos=self.cfg.qos, retain=True)
+        for callback in self.on_connected:
+            try:
+                callback()
+            except Exception:  # a hook must not kill paho's network thread
+                logger.exception("after connecting")
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any

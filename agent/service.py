@@ -23,6 +23,7 @@ from agent.config import Config, StreamConfig
 from agent.errors import ConfigError, ModelError
 from agent.forecast import Forecaster, Rollout, check_fits
 from agent.health import HealthFile, health_path
+from agent.homeassistant import discovery_messages
 from agent.logutil import RateLimitedLog
 from agent.manifest import Bundle, read_bundle
 from agent.mqtt import MqttLink
@@ -197,6 +198,10 @@ class Service:
         )
         self.sender = OutboxSender(self.outbox, self.link)
         self.link.gate = self._accepting
+        self.link.on_connected.append(self._publish_discovery)
+        ha = cfg.homeassistant
+        if ha.enabled:
+            self.link.subscribe(ha.status_topic, self._homeassistant_status, qos=1, gated=False)
         for s in self.streams:
             s.publisher = self._publisher(s)
             s.sources = build_sources(s, self.link, self._hand_over)
@@ -273,6 +278,19 @@ class Service:
             os.replace(tmp, self._snapshot_path)
         except OSError as exc:
             self._log.warning("snapshot", "cannot save window snapshot: %s", exc)
+
+    def _publish_discovery(self) -> None:
+        """Home Assistant discovery configs, retained (network thread or main loop)."""
+        streams = [(s.cfg.name, s.bundle.manifest) for s in self.streams]
+        for topic, payload in discovery_messages(self.cfg, streams, self.link.status_topic):
+            self.link.publish(topic, payload, qos=1, retain=True)
+
+    def _homeassistant_status(self, payload: bytes, _arrived: float) -> None:
+        """Home Assistant (re)started: it wants discovery and availability again."""
+        if payload.strip() == b"online" and self.link.connected:
+            logger.info("Home Assistant is online: publishing discovery")
+            self._publish_discovery()
+            self.link.publish(self.link.status_topic, b"online", qos=self.cfg.mqtt.qos, retain=True)
 
     def _accepting(self) -> bool:
         """MQTT messages' gate (network thread): shed before parsing when the loop is behind."""
@@ -351,6 +369,8 @@ class Service:
             stream.bundle, stream.forecaster, stream.predict = bundle, forecaster, predict
             stream.publisher = self._publisher(stream)
             logger.info("stream %s: model reloaded: now %s", name, bundle.label)
+            if self.link.connected:
+                self._publish_discovery()  # the horizon or targets may have changed
 
     def stop(self) -> None:
         """Ask the loop to finish (safe from signal handlers and other threads)."""

@@ -146,6 +146,19 @@ def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.Compl
     )
 
 
+def start_agent(config: Path, **kwargs: Any) -> subprocess.Popen[str]:
+    """``sensorcast run --config CONFIG`` in a fresh interpreter: stdin a pipe (for stdin
+    sources), stderr captured (read it with ``communicate``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
 class Subscriber:
     """A real MQTT client collecting messages on a topic filter."""
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, fill_disk, json_lines
+from tests.conftest import Subscriber, fill_disk, json_lines, start_agent
 
 PERIOD = 0.2
 
@@ -39,13 +37,7 @@ def test_unwritable_state_directory_degrades_durability_not_forecasting(
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:27, 1:]
     lines = "".join(json_lines(rows, 1_700_000_000, PERIOD))
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/ro/room/forecast")
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
         proc.stdin.write(lines)
         proc.stdin.flush()
@@ -83,13 +75,7 @@ def test_a_full_disk_degrades_durability_not_forecasting(
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:330, 1:]
     lines = json_lines(rows, 1_700_000_000, PERIOD)
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/full/room/forecast")
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
         try:
             proc.stdin.write("".join(lines[:30]))

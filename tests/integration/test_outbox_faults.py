@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker, free_port
-from tests.conftest import json_lines, missing_tool
+from tests.conftest import json_lines, missing_tool, start_agent
 
 PERIOD = 0.2
 
@@ -82,13 +81,7 @@ def _lines(rows: np.ndarray, start: float) -> list[str]:
 
 
 def _agent(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_agent(config)
 
 
 def _config(tmp_path: Path, port: int, bundle: Path) -> Path:

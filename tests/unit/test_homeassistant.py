@@ -1,0 +1,67 @@
+"""Home Assistant discovery configs from a config and manifests (no broker: the integration
+test sends them through Mosquitto)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+from agent.homeassistant import discovery_messages, expire_after_s
+from agent.manifest import read_bundle
+from tests.conftest import REPO
+
+DEMO = REPO / "examples" / "demo" / "room.tflite"
+
+
+def _config(tmp_path: Path, extra: str = "", stream_extra: str = "") -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[device]\nid = "pi"\n{extra}\n[[streams]]\nname = "room"\nmodel = "{DEMO}"\n'
+        f'input_topic = "in"\n{stream_extra}\n'
+    )
+    return path
+
+
+def test_two_sensors_per_target_with_units_and_device_class(tmp_path: Path) -> None:
+    cfg = load_config(_config(tmp_path, stream_extra='units = {temperature = "°C"}'))
+    manifest = read_bundle(DEMO).manifest
+    messages = discovery_messages(cfg, [("room", manifest)], "sensorcast/pi/status")
+    assert [t for t, _ in messages] == [
+        "homeassistant/sensor/sensorcast_pi/room_temperature_next/config",
+        "homeassistant/sensor/sensorcast_pi/room_temperature_end/config",
+    ]
+    end = json.loads(messages[1][1])
+    assert end["name"] == "room temperature forecast in 60 min"  # 12 x 300 s
+    assert end["expire_after"] == 900  # three 300 s periods
+    assert end["unit_of_measurement"] == "°C" and end["device_class"] == "temperature"
+
+
+def test_no_unit_no_device_class_and_disabled_removes(tmp_path: Path) -> None:
+    manifest = read_bundle(DEMO).manifest
+    cfg = load_config(_config(tmp_path))
+    doc = json.loads(discovery_messages(cfg, [("room", manifest)], "s")[0][1])
+    assert "unit_of_measurement" not in doc and "device_class" not in doc
+    off = load_config(_config(tmp_path, "[homeassistant]\nenabled = false"))
+    assert [p for _, p in discovery_messages(off, [("room", manifest)], "s")] == [b"", b""]
+
+
+def test_expiry_is_three_periods_at_least_a_minute() -> None:
+    assert expire_after_s(0.2) == 60 and expire_after_s(300) == 900 and expire_after_s(25) == 75
+
+
+def test_bad_homeassistant_keys_are_named(tmp_path: Path) -> None:
+    bad = _config(
+        tmp_path,
+        '[homeassistant]\ndiscovery_prefix = "ha/#"\nwhat = 1',
+        "units = {temperature = 3}",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    text = str(err.value)
+    assert "homeassistant.discovery_prefix: must be a topic name without wildcards" in text
+    assert "homeassistant.what" in text
+    assert "streams[0].units: must map target names to unit strings" in text
