@@ -189,6 +189,14 @@ def _info(args: argparse.Namespace) -> int:
             f"accuracy:      MAE {a.mae:.4g}, max abs {a.max_abs:.4g} (target units{rel}; "
             f"vs Keras on {a.windows} {a.data} windows)"
         )
+        if a.forecast_mae:
+            first, last = a.forecast_mae[0], a.forecast_mae[-1]
+            lines.append(
+                f"forecast MAE:  {', '.join(f'{v:.4g}' for v in first)} at the next step, "
+                f"{', '.join(f'{v:.4g}' for v in last)} at step {len(a.forecast_mae)} "
+                "(vs what happened in the held-out data; the agent's quality reports "
+                "compare with this)"
+            )
     if m.latency_ms:
         lines.append(f"latency:       {m.latency_ms:.3f} ms per forecast on the converting host")
     if m.selection:

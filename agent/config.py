@@ -144,6 +144,16 @@ class HomeAssistantConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """``[quality]``: forecast-vs-actual telemetry and drift detection."""
+
+    enabled: bool = True
+    samples: int = 200  #: Residuals kept per forecast step for the rolling MAE.
+    drift_factor: float = 2.0  #: Drift: rolling MAE above this many times the promised MAE ...
+    drift_after_s: float = 3600.0  #: ... for this long, seconds.
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -157,6 +167,7 @@ class Config:
     outbox_max_bytes: int = 8 * 1024 * 1024  #: Outbox bound, payload bytes.
     outbox_synchronous: str = "normal"  #: SQLite synchronous: off, normal, full.
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    quality: QualityConfig = QualityConfig()
 
 
 class _Collector:
@@ -242,7 +253,11 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     c = _Collector()
     env = {} if env is None else env
     base = path.parent
-    c.unknown(data, {"device", "mqtt", "streams", "log", "state", "outbox", "homeassistant"}, "")
+    c.unknown(
+        data,
+        {"device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality"},
+        "",
+    )
 
     device = c.table(data, "device", "device")
     c.unknown(device, {"id"}, "device")
@@ -286,6 +301,19 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         status_topic=ha_status,
     )
 
+    q = c.table(data, "quality", "quality")
+    c.unknown(q, {"enabled", "samples", "drift_factor", "drift_after_s"}, "quality")
+    quality = QualityConfig(
+        enabled=c.get(q, "enabled", bool, "quality", default=True),
+        samples=c.get(q, "samples", int, "quality", default=200),
+        drift_factor=c.get(q, "drift_factor", float, "quality", default=2.0),
+        drift_after_s=c.get(q, "drift_after_s", float, "quality", default=3600.0),
+    )
+    if not 10 <= quality.samples <= 100_000:
+        c.errors.append("quality.samples: must be between 10 and 100000")
+    if not quality.drift_factor > 1 or not quality.drift_after_s >= 0:
+        c.errors.append("quality.drift_factor must be > 1 and quality.drift_after_s >= 0")
+
     streams_raw = data.get("streams", [])
     streams: list[StreamConfig] = []
     if not isinstance(streams_raw, list) or not streams_raw:
@@ -319,6 +347,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         outbox_max_bytes=max_bytes,
         outbox_synchronous=synchronous,
         homeassistant=homeassistant,
+        quality=quality,
     )
 
 

@@ -245,7 +245,7 @@ def run_demo(broker: str = "auto", forecasts: int = 5, model_dir: Path = DEMO_DI
             with got:
                 if msg.topic.endswith("/status"):
                     statuses.append(msg.payload.decode())
-                else:
+                elif msg.topic.endswith("/forecast"):
                     received.append(json.loads(msg.payload))
                 got.notify_all()
 

@@ -63,6 +63,10 @@ class Accuracy:
     windows: int
     data: str  # "calibration" (user's held-out windows) or "synthetic"
     target_std: float = 0.0  #: The targets' std the errors were judged against.
+    #: The model's own forecast error against what actually happened in the held-out
+    #: calibration data: MAE per step (rows) and target (columns), target units; empty
+    #: when the data could not tell (no calibration CSV, or too short for the horizon).
+    forecast_mae: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,7 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
             windows=_want(acc_raw, "windows", int, "accuracy."),
             data=str(acc_raw.get("data", "")),
             target_std=float(acc_raw.get("target_std", 0.0) or 0.0),
+            forecast_mae=_forecast_mae(acc_raw.get("forecast_mae"), horizon, len(targets)),
         )
     versions = data.get("versions") or {}
     return Manifest(
@@ -232,6 +237,23 @@ def min_runtime_version(model: bytes) -> Optional[tuple[int, ...]]:
         return tuple(int(p) for p in text.split("."))
     except ValueError:
         return None
+
+
+def _forecast_mae(raw: Any, horizon: int, targets: int) -> tuple[tuple[float, ...], ...]:
+    """``accuracy.forecast_mae``: ``horizon`` rows of ``targets`` finite numbers, or empty."""
+    if raw is None or raw == []:
+        return ()
+    try:
+        rows = tuple(tuple(float(v) for v in row) for row in raw)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"manifest accuracy.forecast_mae: not a table of numbers ({exc})") from exc
+    if len(rows) != horizon or any(len(r) != targets for r in rows):
+        raise ModelError(
+            f"manifest accuracy.forecast_mae: want {horizon} steps x {targets} targets"
+        )
+    if not all(math.isfinite(v) and v >= 0 for r in rows for v in r):
+        raise ModelError("manifest accuracy.forecast_mae: values must be finite and >= 0")
+    return rows
 
 
 def read_metadata(model: bytes, name: str) -> Optional[bytes]:

@@ -29,6 +29,7 @@ from agent.manifest import Bundle, read_bundle
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
 from agent.publish import ForecastPublisher, OutboxSender, status_topic
+from agent.quality import QualityTracker
 from agent.runtime import Runtime, load_runtime
 from agent.sdnotify import Notifier
 from agent.sources import (
@@ -53,6 +54,7 @@ MODEL_CHECK_S = 2.0  #: How often model files are checked for a change, seconds.
 MAX_QUEUED = 20_000  #: Reading batches waiting for the loop before sources shed load.
 SNAPSHOT_S = 60.0  #: How often windows are snapshotted for a warm restart, seconds.
 SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
+QUALITY_S = 60.0  #: At most one quality report per stream this often (and one per forecast).
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Stream:
     gaps_seen: int = 0  #: Gaps already reported.
     model_key: tuple[int, int] = (0, 0)  #: The model file's (mtime ns, size) when loaded.
     last_forecast: Optional[float] = None  #: Window end of the latest forecast (Unix s).
+    quality: Optional[QualityTracker] = None  #: Forecast vs actual, if targets are features.
+    quality_sent: float = 0.0  #: When its quality report was last published (monotonic).
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -204,6 +208,7 @@ class Service:
             self.link.subscribe(ha.status_topic, self._homeassistant_status, qos=1, gated=False)
         for s in self.streams:
             s.publisher = self._publisher(s)
+            s.quality = self._quality(s)
             s.sources = build_sources(s, self.link, self._hand_over)
         if sum(src.type_name == "stdin" for s in self.streams for src in s.sources) > 1:
             raise ConfigError("only one stream can read stdin ([[streams.sources]] type = 'stdin')")
@@ -278,6 +283,57 @@ class Service:
             os.replace(tmp, self._snapshot_path)
         except OSError as exc:
             self._log.warning("snapshot", "cannot save window snapshot: %s", exc)
+
+    def _quality(self, s: Stream) -> Optional[QualityTracker]:
+        """A tracker when the stream's targets are among its features (so readings show
+        what happened); the promise is the manifest's, for multi-step models."""
+        m, q = s.bundle.manifest, self.cfg.quality
+        if not q.enabled or not set(m.targets) <= set(m.features):
+            return None
+        rollout = s.cfg.rollout_steps
+        promised = m.accuracy.forecast_mae if m.accuracy is not None and rollout is None else ()
+        return QualityTracker(
+            rollout or m.horizon,
+            [m.features.index(t) for t in m.targets],
+            promised,
+            samples=q.samples,
+            drift_factor=q.drift_factor,
+            drift_after_s=q.drift_after_s,
+        )
+
+    def _track_quality(self, stream: Stream, values: np.ndarray) -> None:
+        """Residuals for earlier forecasts from the period just closed; report, judge drift."""
+        tracker, window = stream.quality, stream.window
+        if tracker is None or window.closed_through is None:
+            return
+        slot = window.closed_through
+        tracker.actual(slot, window.view()[-1])
+        tracker.forecast(slot, values)
+        now = time.time()
+        change = tracker.update_drift(now)
+        name = stream.cfg.name
+        if change == "start":
+            logger.warning(
+                "stream %s: forecast error has stayed above %g x what model %s promised for "
+                "%.0f s: drift; the model may need retraining",
+                name,
+                tracker.drift_factor,
+                stream.bundle.label,
+                tracker.drift_after_s,
+            )
+        elif change == "end":
+            logger.info("stream %s: forecast error back within the model's promise", name)
+        if time.monotonic() - stream.quality_sent >= QUALITY_S or change is not None:
+            self._send_quality(stream)
+
+    def _send_quality(self, stream: Stream) -> None:
+        """Publish the stream's quality report (retained) on ``.../<stream>/quality``."""
+        if stream.quality is None or not self.link.connected:
+            return
+        stream.quality_sent = time.monotonic()
+        body = stream.quality.report(stream.cfg.name, stream.bundle.label, time.time())
+        topic = f"{self.cfg.mqtt.topic_prefix}/{self.cfg.device.id}/{stream.cfg.name}/quality"
+        self.link.publish(topic, json.dumps(body).encode(), qos=self.cfg.mqtt.qos, retain=True)
 
     def _publish_discovery(self) -> None:
         """Home Assistant discovery configs, retained (network thread or main loop)."""
@@ -368,6 +424,7 @@ class Service:
                 )
             stream.bundle, stream.forecaster, stream.predict = bundle, forecaster, predict
             stream.publisher = self._publisher(stream)
+            stream.quality = self._quality(stream)  # a new model makes its own promise
             logger.info("stream %s: model reloaded: now %s", name, bundle.label)
             if self.link.connected:
                 self._publish_discovery()  # the horizon or targets may have changed
@@ -448,6 +505,8 @@ class Service:
             self._drain(time.time(), limit=None)
             self._forecast_due()
             self.save_windows()
+            for stream in self.streams:
+                self._send_quality(stream)
             if not self.sender.flush(SHUTDOWN_FLUSH_S):
                 logger.warning(
                     "%d forecasts not yet acknowledged stay in the outbox for the next start",
@@ -570,6 +629,7 @@ class Service:
         assert window.closed_through is not None and stream.publisher is not None
         window_end = window.closed_through * window.period_s
         stream.publisher.publish(stream.bundle.label, window_end, values)
+        self._track_quality(stream, values)
         stream.forecasts += 1
         stream.last_forecast = window_end
         stream.due = False

@@ -38,6 +38,9 @@ class Calibration:
     data: str  #: "calibration" or "synthetic".
     target_std: Optional[np.ndarray]  #: Std of each target in the data, target units.
     period_s: Optional[float]  #: Median timestamp step, if the CSV had a time column.
+    #: What happened after each ``evaluate`` window: ``(n, horizon, targets)`` actual target
+    #: values (NaN past the data's end), when the CSV has the targets; else None.
+    evaluate_actual: Optional[np.ndarray] = None
 
 
 def read_csv(path: Path) -> tuple[list[str], np.ndarray, Optional[np.ndarray]]:
@@ -108,7 +111,7 @@ def read_norm(path: Path, needed: list[str]) -> dict[str, Norm]:
 
 
 def load_calibration(
-    path: Path, features: list[str], targets: list[str], window: int
+    path: Path, features: list[str], targets: list[str], window: int, horizon: int = 0
 ) -> Calibration:
     """Cut a CSV (or a .npy of windows) into calibration and held-out windows.
 
@@ -117,6 +120,7 @@ def load_calibration(
     """
     period = None
     target_std = None
+    future: Optional[np.ndarray] = None
     if path.suffix == ".npy":
         try:
             windows = np.load(path, allow_pickle=False).astype(np.float64)
@@ -147,24 +151,34 @@ def load_calibration(
         windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=0).transpose(0, 2, 1)
         present = [t for t in targets if t in columns]
         if len(present) == len(targets):
-            target_std = values[:, [columns.index(t) for t in targets]].std(axis=0)
+            y = values[:, [columns.index(t) for t in targets]]
+            target_std = y.std(axis=0)
+            if horizon > 0:
+                future = _futures(y, window, horizon)
         if stamps is not None and len(stamps) > 1:
             period = float(np.median(np.diff(stamps)))
     if not np.isfinite(windows).all():
         raise ConvertError(f"calibration {path}: contains NaN or infinite values; clean them first")
     n = len(windows)
-    if n < 10:
-        calib, held = windows, windows
-    else:
-        split = int(n * 0.8)
-        calib, held = windows[:split], windows[split:]
+    split = 0 if n < 10 else int(n * 0.8)
+    calib, held = (windows, windows) if n < 10 else (windows[:split], windows[split:])
     return Calibration(
         calibrate=_thin(calib),
         evaluate=_thin(held),
         data="calibration",
         target_std=target_std,
         period_s=period,
+        evaluate_actual=_thin(future[split:]) if future is not None else None,
     )
+
+
+def _futures(y: np.ndarray, window: int, horizon: int) -> np.ndarray:
+    """For the window starting at each row, the next ``horizon`` target rows (NaN past the end)."""
+    n = len(y) - window + 1
+    padded = np.concatenate([y, np.full((horizon, y.shape[1]), np.nan)])
+    index = np.arange(n)[:, None] + window + np.arange(horizon)[None, :]
+    out: np.ndarray = padded[index]
+    return out
 
 
 def synthetic_windows(

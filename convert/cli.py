@@ -119,7 +119,7 @@ def convert_model(args: argparse.Namespace) -> Path:
         norm = read_norm(args.norm, list(dict.fromkeys([*features, *targets])))
 
     if args.calibration is not None:
-        data = load_calibration(args.calibration, features, targets, shape.window)
+        data = load_calibration(args.calibration, features, targets, shape.window, shape.horizon)
     else:
         if args.quantize == "int8":
             raise ConvertError(
@@ -196,6 +196,7 @@ def convert_model(args: argparse.Namespace) -> Path:
             windows=len(data.evaluate),
             data=data.data,
             target_std=scale,
+            forecast_mae=_forecast_mae(expected, data.evaluate_actual),
         ),
         latency_ms=chosen.latency_ms,
         selection=f"{chosen.mode}: {why}",
@@ -207,6 +208,21 @@ def convert_model(args: argparse.Namespace) -> Path:
         f"{time.monotonic() - started:.1f} s"
     )
     return Path(args.output)
+
+
+def _forecast_mae(
+    expected: np.ndarray, actual: Optional[np.ndarray]
+) -> tuple[tuple[float, ...], ...]:
+    """The model's MAE against what happened, per step and target, on held-out windows;
+    empty unless every step has at least 10 windows with an actual value."""
+    if actual is None or actual.shape != expected.shape:
+        return ()
+    known = np.isfinite(actual)
+    if known.sum(axis=0).min() < 10:
+        return ()
+    error = np.where(known, np.abs(expected - np.nan_to_num(actual)), 0.0)
+    mae = error.sum(axis=0) / known.sum(axis=0)
+    return tuple(tuple(round(float(v), 6) for v in row) for row in mae)
 
 
 def _convert_all(

@@ -167,6 +167,10 @@ def test_several_targets_reshaped_output(tiny2: Tiny, tmp_path: Path) -> None:
     assert m.targets == ("temp", "hum") and m.horizon == HORIZON
     err, _ = keras_vs_bundle(tiny2, out, targets=2)
     assert err < 1e-4
+    # the model's own error against what happened next in the CSV, per step and target
+    assert m.accuracy is not None
+    skill = np.array(m.accuracy.forecast_mae)
+    assert skill.shape == (HORIZON, 2) and np.isfinite(skill).all() and (skill > 0).all()
 
 
 def test_without_calibration_float_modes_check_on_synthetic_windows(
@@ -179,6 +183,7 @@ def test_without_calibration_float_modes_check_on_synthetic_windows(
     assert code == 0
     acc = read_bundle(out).manifest.accuracy
     assert acc is not None and acc.data == "synthetic" and acc.windows > 0
+    assert acc.forecast_mae == ()  # no data, no claim about the forecasts' error
 
 
 def test_converter_crash_becomes_a_clear_error(

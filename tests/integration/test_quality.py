@@ -1,0 +1,69 @@
+"""Forecast quality on the device through a real broker: after its forecasts' steps have
+happened, the agent publishes the rolling error per step on ``.../<stream>/quality``."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from agent.demo import MosquittoBroker
+from agent.forecast import Forecaster
+from agent.manifest import read_bundle
+from agent.runtime import load_runtime
+from tests.conftest import Subscriber, json_lines, start_agent
+
+PERIOD = 0.2
+
+
+def test_quality_reports_the_rolling_error_per_step(
+    mosquitto: MosquittoBroker,
+    topic_prefix: str,
+    fast_bundle: Path,
+    demo_dir: Path,
+    tmp_path: Path,
+    subscriber_factory: Callable[[int, str], Subscriber],
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "q"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
+        f'topic_prefix = "{topic_prefix}"\n[homeassistant]\nenabled = false\n'
+        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
+        '[[streams.sources]]\ntype = "stdin"\n'
+    )
+    sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/q/room/quality")
+    rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:60, 1:]
+    with start_agent(config) as proc:
+        assert proc.stdin is not None
+        proc.stdin.write("".join(json_lines(rows, 1_700_000_000, PERIOD)))
+        proc.stdin.flush()
+        try:
+            assert sub.wait_for(lambda ms: len(ms) >= 1, 30), "no quality report"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert sub.wait_for(lambda ms: len(ms) >= 2, 10), "no final report at shutdown"
+    report = json.loads(sub.messages[-1][1])
+    assert report["stream"] == "room" and report["model"].startswith("room@")
+    # Forecasts from windows ending at rows 23..59 (the last closed by the clock at shutdown,
+    # or not); step k of the forecast at row r is checked against row r + 1 + k.
+    samples = report["samples_by_step"]
+    assert samples[0] in (59 - 23, 59 - 23 + 1) and samples == sorted(samples, reverse=True)
+    assert samples[-1] == samples[0] - 11
+    # The same residuals computed here, from the same bundle and readings.
+    forecaster = Forecaster(read_bundle(fast_bundle), load_runtime())
+    errors: list[list[float]] = [[] for _ in range(12)]
+    for end in range(23, 60):
+        values = forecaster.predict(rows[end - 23 : end + 1]).copy()
+        for k in range(12):
+            if end + 1 + k < 60 and len(errors[k]) < samples[k]:
+                errors[k].append(abs(rows[end + 1 + k, 0] - values[k, 0]))
+    want = [float(np.mean(e)) for e in errors]
+    got = [row[0] for row in report["mae_by_step"]]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert report["promised_mae_by_step"] is None and report["ratio"] is None  # no calibration
+    assert report["drift"] is False
