@@ -154,6 +154,15 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: counters and gauges over MQTT and, optionally, for Prometheus."""
+
+    interval_s: float = 60.0  #: JSON on ``<prefix>/<device>/metrics`` this often; 0: never.
+    prometheus_port: int = 0  #: Serve ``/metrics`` on this port; 0: no endpoint.
+    prometheus_address: str = "127.0.0.1"  #: Interface for it; ``0.0.0.0`` for all.
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -168,6 +177,7 @@ class Config:
     outbox_synchronous: str = "normal"  #: SQLite synchronous: off, normal, full.
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     quality: QualityConfig = QualityConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class _Collector:
@@ -212,6 +222,14 @@ class _Collector:
         return value
 
 
+_TABLES = ("device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality",
+           "metrics")  # fmt: skip
+
+
+_TABLES = ("device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality",
+           "metrics")  # fmt: skip
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -253,11 +271,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     c = _Collector()
     env = {} if env is None else env
     base = path.parent
-    c.unknown(
-        data,
-        {"device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality"},
-        "",
-    )
+    c.unknown(data, set(_TABLES), "")
 
     device = c.table(data, "device", "device")
     c.unknown(device, {"id"}, "device")
@@ -314,6 +328,18 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     if not quality.drift_factor > 1 or not quality.drift_after_s >= 0:
         c.errors.append("quality.drift_factor must be > 1 and quality.drift_after_s >= 0")
 
+    mt = c.table(data, "metrics", "metrics")
+    c.unknown(mt, {"interval_s", "prometheus_port", "prometheus_address"}, "metrics")
+    metrics = MetricsConfig(
+        interval_s=c.get(mt, "interval_s", float, "metrics", default=60.0),
+        prometheus_port=c.get(mt, "prometheus_port", int, "metrics", default=0),
+        prometheus_address=c.get(mt, "prometheus_address", str, "metrics", default="127.0.0.1"),
+    )
+    if not (metrics.interval_s == 0 or metrics.interval_s >= 1):
+        c.errors.append("metrics.interval_s: must be 0 (off) or at least 1 second")
+    if not 0 <= metrics.prometheus_port <= 65535:
+        c.errors.append("metrics.prometheus_port: must be a TCP port (1-65535), or 0 for none")
+
     streams_raw = data.get("streams", [])
     streams: list[StreamConfig] = []
     if not isinstance(streams_raw, list) or not streams_raw:
@@ -348,6 +374,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         outbox_synchronous=synchronous,
         homeassistant=homeassistant,
         quality=quality,
+        metrics=metrics,
     )
 
 

@@ -26,6 +26,7 @@ from agent.health import HealthFile, health_path
 from agent.homeassistant import discovery_messages
 from agent.logutil import RateLimitedLog
 from agent.manifest import Bundle, read_bundle
+from agent.metrics import LatencyHistogram, serve_prometheus, snapshot
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
 from agent.publish import ForecastPublisher, OutboxSender, status_topic
@@ -79,6 +80,7 @@ class Stream:
     last_forecast: Optional[float] = None  #: Window end of the latest forecast (Unix s).
     quality: Optional[QualityTracker] = None  #: Forecast vs actual, if targets are features.
     quality_sent: float = 0.0  #: When its quality report was last published (monotonic).
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  #: Per forecast call.
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -221,6 +223,8 @@ class Service:
         self._stopping = False
         self._signal = 0
         self._log = RateLimitedLog(logger)
+        self._metrics_s = cfg.metrics.interval_s
+        self._prometheus: Any = None
         self.notifier = Notifier()
         self.health = HealthFile(health_path(cfg.state_dir, device))
         # Test hook: while this file exists the loop stands still (watchdog tests).
@@ -334,6 +338,29 @@ class Service:
         body = stream.quality.report(stream.cfg.name, stream.bundle.label, time.time())
         topic = f"{self.cfg.mqtt.topic_prefix}/{self.cfg.device.id}/{stream.cfg.name}/quality"
         self.link.publish(topic, json.dumps(body).encode(), qos=self.cfg.mqtt.qos, retain=True)
+
+    def _start_prometheus(self) -> None:
+        m = self.cfg.metrics
+        if not m.prometheus_port:
+            return
+        try:
+            self._prometheus = serve_prometheus(
+                lambda: snapshot(self), m.prometheus_address, m.prometheus_port
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.prometheus_port {m.prometheus_port} on {m.prometheus_address}: "
+                f"{exc.strerror or exc}; pick a free port"
+            ) from exc
+        except ImportError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def _publish_metrics(self) -> None:
+        """The counters as JSON on ``<prefix>/<device>/metrics`` (retained)."""
+        if not self.link.connected:
+            return
+        topic = f"{self.cfg.mqtt.topic_prefix}/{self.cfg.device.id}/metrics"
+        self.link.publish(topic, json.dumps(snapshot(self)).encode(), qos=0, retain=True)
 
     def _publish_discovery(self) -> None:
         """Home Assistant discovery configs, retained (network thread or main loop)."""
@@ -454,8 +481,14 @@ class Service:
 
     def run(self) -> None:
         """Connect, then process readings and forecast until stopped."""
+        self._start_prometheus()  # a busy port fails before anything else starts
         self.notifier.status(f"connecting to {self.cfg.mqtt.url}")
-        self.link.connect()
+        try:
+            self.link.connect()
+        except BaseException:
+            if self._prometheus is not None:
+                self._prometheus[0].shutdown()
+            raise
         for s in self.streams:
             for source in s.sources:
                 start = getattr(source, "start", None)
@@ -473,6 +506,7 @@ class Service:
         next_summary = time.monotonic() + SUMMARY_S
         next_snapshot = time.monotonic() + SNAPSHOT_S
         next_model_check = time.monotonic() + MODEL_CHECK_S
+        next_metrics = time.monotonic()
         try:
             while not self._stopping:
                 try:
@@ -496,6 +530,9 @@ class Service:
                 if time.monotonic() >= next_snapshot:
                     self.save_windows()
                     next_snapshot = time.monotonic() + SNAPSHOT_S
+                if self._metrics_s and time.monotonic() >= next_metrics:
+                    self._publish_metrics()
+                    next_metrics = time.monotonic() + self._metrics_s
                 if time.monotonic() >= next_summary:
                     self.log_summary()
                     next_summary = time.monotonic() + SUMMARY_S
@@ -521,6 +558,8 @@ class Service:
             self.link.close()
             self.health.remove()
             self.notifier.close()
+            if self._prometheus is not None:
+                self._prometheus[0].shutdown()
 
     def _heartbeat(self) -> None:
         """One loop turn done: ping systemd's watchdog, refresh the health file and status."""
@@ -616,13 +655,19 @@ class Service:
             if len(group) == 1:
                 self._forecast(group[0])
                 continue
+            started = time.perf_counter()
             values = group[0].forecaster.predict_batch([s.window.view() for s in group])
+            each = (time.perf_counter() - started) / len(group)
             for stream, forecast in zip(group, values):
+                stream.latency.observe(each)
                 self._publish(stream, forecast)
                 stream.batched += 1
 
     def _forecast(self, stream: Stream) -> None:
-        self._publish(stream, stream.predict(stream.window.view()))
+        started = time.perf_counter()
+        values = stream.predict(stream.window.view())
+        stream.latency.observe(time.perf_counter() - started)
+        self._publish(stream, values)
 
     def _publish(self, stream: Stream, values: np.ndarray) -> None:
         window = stream.window
