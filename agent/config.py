@@ -163,6 +163,16 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class UpdatesConfig:
+    """``[updates]``: model updates over MQTT."""
+
+    enabled: bool = True
+    max_bytes: int = 50 * 1024 * 1024  #: Largest bundle accepted.
+    timeout_s: float = 60.0  #: Download time limit, seconds.
+    public_key: Optional[Path] = None  #: Ed25519 public key (PEM): only signed bundles then.
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -178,6 +188,7 @@ class Config:
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     quality: QualityConfig = QualityConfig()
     metrics: MetricsConfig = MetricsConfig()
+    updates: UpdatesConfig = UpdatesConfig()
 
 
 class _Collector:
@@ -223,11 +234,11 @@ class _Collector:
 
 
 _TABLES = ("device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality",
-           "metrics")  # fmt: skip
+           "metrics", "updates")  # fmt: skip
 
 
 _TABLES = ("device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality",
-           "metrics")  # fmt: skip
+           "metrics", "updates")  # fmt: skip
 
 
 def _join(path: str, key: str) -> str:
@@ -340,6 +351,21 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     if not 0 <= metrics.prometheus_port <= 65535:
         c.errors.append("metrics.prometheus_port: must be a TCP port (1-65535), or 0 for none")
 
+    up = c.table(data, "updates", "updates")
+    c.unknown(up, {"enabled", "max_bytes", "timeout_s", "public_key"}, "updates")
+    key_text = c.get(up, "public_key", str, "updates")
+    key_path = _resolve(base, key_text) if key_text else None
+    if key_path is not None and not key_path.is_file():
+        c.errors.append(f"updates.public_key: file not found: {key_path}")
+    updates = UpdatesConfig(
+        enabled=c.get(up, "enabled", bool, "updates", default=True),
+        max_bytes=c.get(up, "max_bytes", int, "updates", default=50 * 1024 * 1024),
+        timeout_s=c.get(up, "timeout_s", float, "updates", default=60.0),
+        public_key=key_path,
+    )
+    if not (updates.max_bytes >= 1024 and updates.timeout_s > 0):
+        c.errors.append("updates: max_bytes must be >= 1024 and timeout_s > 0")
+
     streams_raw = data.get("streams", [])
     streams: list[StreamConfig] = []
     if not isinstance(streams_raw, list) or not streams_raw:
@@ -375,6 +401,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         homeassistant=homeassistant,
         quality=quality,
         metrics=metrics,
+        updates=updates,
     )
 
 

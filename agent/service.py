@@ -43,6 +43,7 @@ from agent.sources import (
     Source,
     StdinSource,
 )
+from agent.updates import ModelUpdater
 from agent.window import REASONS, Window
 
 __all__ = ["Service", "Stream", "load_streams"]
@@ -205,6 +206,15 @@ class Service:
         self.sender = OutboxSender(self.outbox, self.link)
         self.link.gate = self._accepting
         self.link.on_connected.append(self._publish_discovery)
+        self.updater: Optional[ModelUpdater] = None
+        if cfg.updates.enabled:
+            self.updater = ModelUpdater(
+                cfg,
+                lambda topic, body: self.link.publish(topic, body, qos=cfg.mqtt.qos, retain=True),
+                lambda _stream: self.request_reload(),
+            )
+            for topic in self.updater.topics:
+                self.link.subscribe(topic, self.updater.handle, qos=1, gated=False)
         ha = cfg.homeassistant
         if ha.enabled:
             self.link.subscribe(ha.status_topic, self._homeassistant_status, qos=1, gated=False)
@@ -558,6 +568,8 @@ class Service:
             self.link.close()
             self.health.remove()
             self.notifier.close()
+            if self.updater is not None:
+                self.updater.close()
             if self._prometheus is not None:
                 self._prometheus[0].shutdown()
 
