@@ -25,6 +25,13 @@ logger = logging.getLogger("sensorcast")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
+#: Subcommands handled by the build-time package, with their help lines.
+BUILD_TIME = {
+    "convert": "convert a Keras model into a bundle (needs the [convert] extra)",
+    "train": "train an LSTM forecaster on a CSV (needs the [convert] extra)",
+    "evaluate": "a model's errors on the test split against naive baselines, and a plot",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -61,19 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
     demo.add_argument("--forecasts", type=int, default=5, help="stop after this many forecasts")
 
-    sub.add_parser(
-        "convert",
-        help="convert a Keras model into a bundle (needs the [convert] extra)",
-        add_help=False,
-    )
+    for name, text in BUILD_TIME.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "convert":
-        return _convert(argv[1:])
+    if argv and argv[0] in BUILD_TIME:
+        return _build_time(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()
@@ -219,12 +223,15 @@ def _quant(q: object) -> str:
     return str(dtype)
 
 
-def _convert(argv: list[str]) -> int:
+def _build_time(command: str, argv: list[str]) -> int:
+    """The workstation commands live in the ``convert`` package (TensorFlow, imported lazily:
+    ``evaluate`` on a bundle needs none)."""
+    module_name = {"convert": "convert.cli"}.get(command, f"convert.{command}")
     try:
-        module = importlib.import_module("convert.cli")
+        module = importlib.import_module(module_name)
     except ImportError as exc:
         print(
-            f"sensorcast: error: the converter needs TensorFlow ({exc}); "
+            f"sensorcast: error: {command} needs the [convert] extra ({exc}); "
             "install it with: pip install 'sensorcast[convert]'",
             file=sys.stderr,
         )
