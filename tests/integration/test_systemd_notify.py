@@ -121,7 +121,7 @@ def test_ready_status_watchdog_and_stuck_loop(
         assert during == [], f"watchdog pinged while the loop was stuck: {during}"
         sick = run_cli("health", "--config", str(config), "--max-age", "1.5")
         assert sick.returncode == 1
-        assert "stuck or not running" in sick.stderr
+        assert "stuck, not running" in sick.stderr
 
         stall.unlink()
         resumed_at = time.monotonic()
