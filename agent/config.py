@@ -531,8 +531,9 @@ def _password(c: _Collector, raw: dict[str, Any], base: Path, env: dict[str, str
         creds = env.get("CREDENTIALS_DIRECTORY")
         if not creds:
             c.errors.append(
-                "mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
-                "(use LoadCredential= in the systemd unit)"
+                "mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set (systemd sets it "
+                "from LoadCredential=; outside the service point it at the file's folder, "
+                "e.g. CREDENTIALS_DIRECTORY=/etc/sensorcast sensorcast check -c ...)"
             )
             return None
         path = Path(creds) / value

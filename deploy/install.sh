@@ -108,7 +108,9 @@ do_install() {
     "$PREFIX/bin/sensorcast" --version >/dev/null || die "the installed agent does not start"
 
     install -d -m 0755 "$CONF_DIR" "$CONF_DIR/models"
+    fresh_config=0
     if [ ! -e "$CONF_DIR/sensorcast.toml" ]; then
+        fresh_config=1
         install -m 0644 "$REPO/examples/demo/room.tflite" "$CONF_DIR/models/room.tflite"
         install -m 0644 "$HERE/sensorcast.toml" "$CONF_DIR/sensorcast.toml"
         say "wrote $CONF_DIR/sensorcast.toml (an example: edit it, then: sensorcast check -c it)"
@@ -124,8 +126,16 @@ do_install() {
     if systemd_running; then
         systemctl daemon-reload
         systemctl enable sensorcast.service >/dev/null
-        systemctl restart sensorcast.service
-        say "sensorcast.service enabled and (re)started: systemctl status sensorcast"
+        if [ "$fresh_config" -eq 1 ]; then
+            # The example points at a broker on this machine, which may not exist: start
+            # the service once the config is the user's.
+            say "sensorcast.service enabled; edit $CONF_DIR/sensorcast.toml, check it, then:" \
+                "systemctl start sensorcast"
+        elif systemctl restart sensorcast.service; then
+            say "sensorcast.service enabled and restarted: systemctl status sensorcast"
+        else
+            die "sensorcast.service did not start with your config: journalctl -u sensorcast"
+        fi
     else
         say "systemd is not running here: start the agent with systemctl start sensorcast on the device"
     fi

@@ -49,9 +49,10 @@ def _tool(cmd: list[str]) -> str:
 @pytest.mark.timeout(1200)  # a cold cache builds the rootfs and wheelhouse first
 def test_install_sh_in_an_arm64_rootfs(tmp_path: Path) -> None:
     wheels = _tool([str(REPO / "deploy/qemu/wheels")])
-    # PIP_NO_COMPILE: byte-compiling numpy under emulation costs minutes; a Pi does it natively.
+    # PIP_COMPILE=0: byte-compiling numpy under emulation costs minutes; a Pi does it natively.
+    # (Not PIP_NO_COMPILE=1: pip inverts "no-" options read from the environment.)
     run = [str(REPO / "deploy/qemu/run"), "--bind", f"{REPO}:/src:ro", "--bind",
-           f"{wheels}:/wheels:ro", "--env", "PIP_NO_COMPILE=1", "--", "/bin/bash", "-c",
+           f"{wheels}:/wheels:ro", "--env", "PIP_COMPILE=0", "--", "/bin/bash", "-c",
            SCRIPT]  # fmt: skip
     done = subprocess.run(
         run,
