@@ -1,4 +1,4 @@
-"""``sensorcast`` command line: run, check, info, demo, convert.
+"""``sensorcast`` command line: run, check, info, bench, demo, convert.
 
 The only place that configures logging and turns errors into exit codes.
 ``convert`` is dispatched to the ``convert`` package on demand, so the agent's
@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
     demo.add_argument("--forecasts", type=int, default=5, help="stop after this many forecasts")
 
+    bench = sub.add_parser("bench", help="time bundles on this device: latency percentiles, RSS")
+    bench.add_argument("models", type=Path, nargs="+", help="bundles (.tflite), one per mode")
+    bench.add_argument("--runtime", help="force an interpreter: litert, tflite-runtime, tensorflow")
+    bench.add_argument("--threads", help="comma-separated thread counts (default 1,2,4 up to CPUs)")
+    bench.add_argument("--iterations", type=int, default=1000, help="timed calls per cell")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
     for name, text in BUILD_TIME.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -93,6 +100,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _info(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "bench":
+            from agent.bench import main_bench
+
+            threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+            return main_bench(
+                args.models, args.runtime, threads, args.iterations, as_json=args.json
+            )
         if args.command == "demo":
             from agent.demo import run_demo
 

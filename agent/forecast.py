@@ -75,8 +75,9 @@ class Forecaster:
         self._in_zero = float(m.input.zero_point)
         self._xq = np.zeros(self._x.shape, dtype=np.int8)
         self._int8_out = m.output.dtype == "int8"
-        self._out_scale = m.output.scale
         self._out_zero = float(m.output.zero_point)
+        # De-quantize and de-normalize in one multiply: (q - zero) * (scale * std) + mean.
+        self._out_mul = self._t_std * (m.output.scale if self._int8_out else 1.0)
         self._y = np.zeros((m.horizon, self.n_targets), dtype=np.float64)
 
         #: Windows per batched call (1: the bundle has no batch signature).
@@ -133,16 +134,16 @@ class Forecaster:
             chunk = windows[start : start + size]
             n = len(chunk)
             for i, window in enumerate(chunk):
-                np.subtract(window, self._f_mean, out=self._bx[i])
-                np.multiply(self._bx[i], self._f_inv_std, out=self._bx[i])
+                self._bx[i] = window  # the windows are views of separate rings: one copy each
+            x = self._bx[:n]
+            np.subtract(x, self._f_mean, out=x)  # then normalize the chunk in one go
+            np.multiply(x, self._f_inv_std, out=x)
             self._bx[n:] = 0.0  # padding rows: computed and dropped
             feed = self._quantize_in(self._bx, self._bxq) if self._int8_in else self._bx
             result = self._batch_runner(**{self._batch_in_name: feed})
             raw = next(iter(result.values())).reshape(size, self.horizon, self.n_targets)
             y = self._by
-            self._dequantize_out(raw, y)
-            np.multiply(y, self._t_std, out=y)
-            np.add(y, self._t_mean, out=y)
+            self._denormalize(raw, y)
             out[start : start + n] = y[:n]
         return out
 
@@ -154,12 +155,14 @@ class Forecaster:
         np.copyto(q, x, casting="unsafe")
         return q
 
-    def _dequantize_out(self, raw: np.ndarray, y: np.ndarray) -> None:
+    def _denormalize(self, raw: np.ndarray, y: np.ndarray) -> None:
+        """``y = de-normalized, de-quantized raw`` in place: two or three ufuncs, no copy."""
         if self._int8_out:
             np.subtract(raw, self._out_zero, out=y)
-            np.multiply(y, self._out_scale, out=y)
+            np.multiply(y, self._out_mul, out=y)
         else:
-            np.copyto(y, raw)
+            np.multiply(raw, self._out_mul, out=y)
+        np.add(y, self._t_mean, out=y)
 
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Forecast from a ``(window, features)`` array in reading units.
@@ -177,9 +180,7 @@ class Forecaster:
         self._interp.invoke()
         raw = self._interp.get_tensor(self._out_index).reshape(self.horizon, self.n_targets)
         y = self._y
-        self._dequantize_out(raw, y)
-        np.multiply(y, self._t_std, out=y)
-        np.add(y, self._t_mean, out=y)
+        self._denormalize(raw, y)
         return y
 
 

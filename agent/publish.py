@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -47,6 +48,14 @@ class ForecastPublisher:
         self._period = period_s
         self._retain = retain
         self.seq = 0
+        # The payload's constant parts, JSON-encoded once (json.dumps escapes the names).
+        self._id_head = '{"id":' + json.dumps(f"{device}/{stream}/")[:-1]
+        self._names = f',"device":{json.dumps(device)},"stream":{json.dumps(stream)},"model":'
+        targets_json = json.dumps(self._targets, separators=(",", ":"))
+        self._tail = f',"period_s":{_number(period_s)},"targets":{targets_json}'
+        self._model = ""
+        self._model_json = '""'
+        self._offsets: Optional[np.ndarray] = None  # (i + 1) * period_s, per horizon step
 
     def publish(self, model: str, window_end: float, values: np.ndarray) -> int:
         """Queue a ``(horizon, targets)`` forecast for the window ending at ``window_end``.
@@ -56,7 +65,33 @@ class ForecastPublisher:
         The message's ``id`` is stable (device, stream, window end) so consumers
         can drop the duplicates QoS 1 may deliver. Returns the outbox id.
         """
+        payload = self.payload(model, window_end, values)
+        self.seq += 1
+        return self._outbox.put(self.topic, payload, self._qos, self._retain)
+
+    def payload(self, model: str, window_end: float, values: np.ndarray) -> bytes:
+        """The JSON message (compact, keys in a fixed order) for one forecast."""
         horizon = values.shape[0]
+        offsets = self._offsets
+        if offsets is None or len(offsets) != horizon:
+            offsets = self._offsets = np.arange(1, horizon + 1) * self._period
+        if model != self._model:
+            self._model, self._model_json = model, json.dumps(model)
+        # Formatted by hand: the same bytes json.dumps(..., separators=(",", ":")) makes
+        # (floats as repr, which json uses too) at a fraction of the cost per forecast.
+        rows = "],[".join([",".join(map(_repr, row)) for row in values.tolist()])
+        steps = ",".join(map(_repr, (offsets + window_end).tolist()))
+        text = (
+            f'{self._id_head}{round(window_end * 1000)}"{self._names}{self._model_json}'
+            f',"seq":{self.seq},"window_end":{_number(window_end)}{self._tail}'
+            f',"steps":[{steps}],"values":[[{rows}]]}}'
+        )
+        if "n" in rows or "n" in steps:  # nan or inf: JSON spells them NaN and Infinity
+            return self._payload_json(model, window_end, values)
+        return text.encode()
+
+    def _payload_json(self, model: str, window_end: float, values: np.ndarray) -> bytes:
+        """The same message through json.dumps (for non-finite values)."""
         message = {
             "id": f"{self._device}/{self._stream}/{round(window_end * 1000)}",
             "device": self._device,
@@ -66,12 +101,18 @@ class ForecastPublisher:
             "window_end": window_end,
             "period_s": self._period,
             "targets": self._targets,
-            "steps": [window_end + (i + 1) * self._period for i in range(horizon)],
+            "steps": [window_end + (i + 1) * self._period for i in range(values.shape[0])],
             "values": values.tolist(),
         }
-        self.seq += 1
-        payload = json.dumps(message, separators=(",", ":")).encode()
-        return self._outbox.put(self.topic, payload, self._qos, self._retain)
+        return json.dumps(message, separators=(",", ":")).encode()
+
+
+_repr = float.__repr__
+
+
+def _number(value: float) -> str:
+    """A number as json.dumps writes it (numpy scalars included)."""
+    return json.dumps(value.item() if isinstance(value, np.generic) else value)
 
 
 class OutboxSender:
@@ -106,6 +147,10 @@ class OutboxSender:
             return
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
+            return
+        # Nothing new to send: every queued message is in flight (skips a disk read per loop
+        # turn). Only while nothing was dropped: a dropped message may still be in _inflight.
+        if self.outbox.depth <= len(self._inflight) and not self.outbox.dropped:
             return
         for msg in self.outbox.pending(after=self._last_sent, limit=room):
             info = self._link.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)

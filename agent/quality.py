@@ -57,13 +57,18 @@ class QualityTracker:
         truth = row[self._targets]
         if not np.isfinite(truth).all():
             return
+        steps, guesses = [], []
         for made, values in self._pending:
             step = slot - made - 1
             if 0 <= step < self.horizon:
-                i = self._next[step] % len(self._ring)
-                self._ring[i, step] = np.abs(truth - values[step])
-                self._next[step] += 1
-                self.residuals += 1
+                steps.append(step)
+                guesses.append(values[step])
+        if steps:
+            # one vectorised update for every forecast with a step at this slot (distinct steps)
+            at = np.asarray(steps, dtype=np.intp)
+            self._ring[self._next[at] % len(self._ring), at] = np.abs(truth - np.asarray(guesses))
+            self._next[at] += 1
+            self.residuals += len(steps)
         while self._pending and slot - self._pending[0][0] >= self.horizon:
             self._pending.popleft()
 

@@ -57,6 +57,7 @@ MAX_QUEUED = 20_000  #: Reading batches waiting for the loop before sources shed
 SNAPSHOT_S = 60.0  #: How often windows are snapshotted for a warm restart, seconds.
 SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
 QUALITY_S = 60.0  #: At most one quality report per stream this often (and one per forecast).
+QUALITY_JUDGE_S = 5.0  #: Drift is judged (and reports considered) at most this often.
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Stream:
     last_forecast: Optional[float] = None  #: Window end of the latest forecast (Unix s).
     quality: Optional[QualityTracker] = None  #: Forecast vs actual, if targets are features.
     quality_sent: float = 0.0  #: When its quality report was last published (monotonic).
+    quality_judged: float = 0.0  #: When drift was last judged (monotonic).
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  #: Per forecast call.
 
 
@@ -323,6 +325,10 @@ class Service:
         slot = window.closed_through
         tracker.actual(slot, window.view()[-1])
         tracker.forecast(slot, values)
+        mono = time.monotonic()
+        if mono - stream.quality_judged < QUALITY_JUDGE_S:
+            return  # drift is a matter of hours: judging it costs more than a forecast
+        stream.quality_judged = mono
         now = time.time()
         change = tracker.update_drift(now)
         name = stream.cfg.name

@@ -60,6 +60,13 @@ REASONS = {
 }
 
 
+#: ``last_slot`` of a feature never seen: older than any gap allows.
+NEVER = -(2**62)
+
+_isfinite = math.isfinite
+_floor = math.floor
+
+
 def _json_float(value: float) -> Optional[float]:
     """JSON has no NaN or infinity: store them as None (read back by numpy as NaN)."""
     return value if math.isfinite(value) else None
@@ -102,13 +109,16 @@ class Window:
         self.filled = 0  # rows in the window, up to ``length``
         self._open: Optional[int] = None  # slot being accumulated
         self.closed_through: Optional[int] = None  # last slot closed
-        self._sum = np.zeros(n_features, dtype=np.float64)
-        self._count = np.zeros(n_features, dtype=np.int64)
-        self._last = np.full(n_features, np.nan, dtype=np.float64)
-        self._last_slot = np.full(n_features, np.iinfo(np.int64).min // 2, dtype=np.int64)
-        self._last_ts = np.full(n_features, -np.inf, dtype=np.float64)
-        self._row = np.zeros(n_features, dtype=np.float64)
-        self._has = np.zeros(n_features, dtype=bool)
+        # Per-feature state in plain lists, not numpy arrays: a reading touches one element,
+        # and a numpy scalar access costs several times a list's (the hot path is per reading).
+        self._zeros = [0.0] * n_features
+        self._izeros = [0] * n_features
+        self._sum = [0.0] * n_features
+        self._count = [0] * n_features
+        self._last = [math.nan] * n_features
+        self._last_slot = [NEVER] * n_features
+        self._last_ts = [-math.inf] * n_features
+        self._has_nan = True  # some feature's last value is still NaN (never seen)
         self._max_carry = math.floor(self.max_gap_s / self.period_s + 1e-9)
         #: Times the window was emptied because a gap exceeded ``max_gap_s``.
         self.gaps = 0
@@ -135,7 +145,7 @@ class Window:
 
         ``ts`` and ``now`` are Unix seconds; ``now`` is the local wall clock.
         """
-        if not (math.isfinite(value) and math.isfinite(ts)):
+        if not (_isfinite(value) and _isfinite(ts)):
             return REJECT_NONFINITE
         if ts > now + self.max_future_s:
             return REJECT_FUTURE
@@ -144,18 +154,20 @@ class Window:
             return REJECT_DUPLICATE if ts == last_ts else REJECT_OUT_OF_ORDER
         # A hair of tolerance: timestamps made as start + i * period (period 0.1 s, say)
         # land a float rounding error short of their slot boundary.
-        slot = math.floor(ts / self.period_s + SLOT_TOLERANCE)
-        if self.closed_through is not None and slot <= self.closed_through:
+        slot = _floor(ts / self.period_s + SLOT_TOLERANCE)
+        closed = self.closed_through
+        if closed is not None and slot <= closed:
             return REJECT_LATE
+        opened = self._open
         appended = 0
-        if self._open is None:
-            if self.closed_through is not None and slot > self.closed_through + 1:
-                appended = self._fill_empty(self.closed_through + 1, slot - 1)
+        if opened is None:
+            if closed is not None and slot > closed + 1:
+                appended = self._fill_empty(closed + 1, slot - 1)
             self._open = slot
-        elif slot > self._open:
-            appended = self._close(self._open)
-            if slot > self._open + 1:
-                appended += self._fill_empty(self._open + 1, slot - 1)
+        elif slot > opened:
+            appended = self._close(opened)
+            if slot > opened + 1:
+                appended += self._fill_empty(opened + 1, slot - 1)
             self._open = slot
         if self._mean:
             self._sum[feature] += value
@@ -202,11 +214,11 @@ class Window:
             "rows": [[_json_float(v) for v in row] for row in rows.tolist()],
             "open": self._open,
             "closed_through": self.closed_through,
-            "sum": [_json_float(v) for v in self._sum.tolist()],
-            "count": self._count.tolist(),
-            "last": [_json_float(v) for v in self._last.tolist()],
-            "last_slot": self._last_slot.tolist(),
-            "last_ts": [_json_float(v) for v in self._last_ts.tolist()],
+            "sum": [_json_float(v) for v in self._sum],
+            "count": list(self._count),
+            "last": [_json_float(v) for v in self._last],
+            "last_slot": list(self._last_slot),
+            "last_ts": [_json_float(v) for v in self._last_ts],
             "gaps": self.gaps,
         }
 
@@ -233,17 +245,17 @@ class Window:
         self.filled = 0
         self._next = 0
         for row in rows:
-            self._last[:] = row
             i = self._next
             self._rows[i] = row
             self._rows[i + self.length] = row
             self._next = (i + 1) % self.length
             self.filled += 1
-        self._sum[:] = vectors["sum"]
-        self._count[:] = count
-        self._last[:] = vectors["last"]
-        self._last_slot[:] = last_slot
-        self._last_ts[:] = vectors["last_ts"]
+        self._sum[:] = vectors["sum"].tolist()
+        self._count[:] = count.tolist()
+        self._last[:] = vectors["last"].tolist()
+        self._last_slot[:] = last_slot.tolist()
+        self._last_ts[:] = vectors["last_ts"].tolist()
+        self._has_nan = any(math.isnan(v) for v in self._last)
         self._open, self.closed_through = opened, closed
         self.gaps = int(snap.get("gaps", 0))
 
@@ -253,13 +265,17 @@ class Window:
 
     def _close(self, slot: int) -> int:
         """Turn the accumulated readings of ``slot`` into a row (carrying as allowed)."""
-        np.greater(self._count, 0, out=self._has)
-        if self._has.any():
-            np.divide(self._sum, np.maximum(self._count, 1), out=self._row)
-            np.copyto(self._last, self._row, where=self._has)
-            self._last_slot[self._has] = slot
-        self._sum.fill(0.0)
-        self._count.fill(0)
+        counts = self._count
+        if any(counts):
+            sums, last, last_slot = self._sum, self._last, self._last_slot
+            for f, c in enumerate(counts):
+                if c:
+                    last[f] = sums[f] / c
+                    last_slot[f] = slot
+            sums[:] = self._zeros
+            counts[:] = self._izeros
+            if self._has_nan:  # a mean of finite readings is never NaN
+                self._has_nan = any(math.isnan(v) for v in last)
         self.closed_through = slot
         return self._append_carried(slot)
 
@@ -276,15 +292,16 @@ class Window:
 
     def _append_carried(self, slot: int) -> int:
         """Append ``_last`` as the row for ``slot`` unless a feature is stale."""
-        age = (slot - self._last_slot) * self.period_s
-        if (age > self.max_gap_s + 1e-9).any() or np.isnan(self._last).any():
+        # The oldest feature decides: its age is the largest.
+        if self._has_nan or (slot - min(self._last_slot)) * self.period_s > self.max_gap_s + 1e-9:
             if self.filled:
                 self.gaps += 1
             self.filled = 0
             return 0
         i = self._next
-        self._rows[i] = self._last
-        self._rows[i + self.length] = self._last
+        rows = self._rows
+        rows[i] = self._last
+        rows[i + self.length] = rows[i]
         self._next = (i + 1) % self.length
         if self.filled < self.length:
             self.filled += 1

@@ -79,7 +79,12 @@ class MqttJsonSource(_MqttSource):
         if len(payload) > MAX_PAYLOAD:
             self._bad("too_large", f"payload of {len(payload)} bytes (limit {MAX_PAYLOAD})")
             return
-        self._hand_on(*parse_json_reading(payload, arrival, self._indexed, self.stream))
+        readings, rejections = parse_json_reading(payload, arrival, self._indexed, self.stream)
+        if rejections:
+            for r in rejections:
+                self._bad(r, r.detail)
+        if readings:
+            self._sink(readings)
 
 
 class MqttValueSource(_MqttSource):

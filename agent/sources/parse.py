@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Optional, Union
 
 from agent.sources.base import Reading
 
@@ -65,20 +65,25 @@ def parse_json_reading(
         return [], [Rejection("not_json", "payload is not JSON")]
     if not isinstance(obj, dict):
         return [], [Rejection("not_object", "payload is not a JSON object")]
-    ts = obj.get("ts", arrival_ts)
-    if not _is_number(ts) or not math.isfinite(ts):
+    ts = _as_float(obj.get("ts", arrival_ts))
+    if ts is None or not math.isfinite(ts):
         return [], [Rejection("bad_timestamp", "ts is not a finite number of Unix seconds")]
-    ts = float(ts)
     readings: list[Reading] = []
     rejections: list[Rejection] = []
+    get = obj.get
     for index, name in indexed_features:
-        value = obj.get(name)
-        if value is None:
-            rejections.append(Rejection("missing_feature", f"feature {name!r} is missing"))
-        elif not _is_number(value):
-            rejections.append(Rejection("bad_value", f"feature {name!r} is not a number"))
-        else:
+        value: Any = get(name)
+        # json.loads makes exact ints and floats (a bool is not an int here), checked inline:
+        # this loop runs per reading.
+        kind = type(value)
+        if kind is float:
+            readings.append(Reading(stream_index, index, ts, value))
+        elif kind is int and -_BIG_INT < value < _BIG_INT:
             readings.append(Reading(stream_index, index, ts, float(value)))
+        elif value is None:
+            rejections.append(Rejection("missing_feature", f"feature {name!r} is missing"))
+        else:
+            rejections.append(Rejection("bad_value", f"feature {name!r} is not a number"))
     return readings, rejections
 
 
@@ -140,5 +145,14 @@ def parse_w1_slave(text: Union[bytes, str]) -> float:
     return millidegrees / 1000.0
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+#: Integers beyond this do not fit a float (``float()`` would raise OverflowError).
+_BIG_INT = 2**1023
+
+
+def _as_float(value: object) -> Optional[float]:
+    """A JSON number as a float; None for anything else (bools, strings, huge integers)."""
+    if isinstance(value, float):
+        return float(value)
+    if type(value) is int and -_BIG_INT < value < _BIG_INT:
+        return float(value)
+    return None
