@@ -11,7 +11,7 @@ as drifting: the model needs retraining before its forecasts mislead anyone.
 
 from __future__ import annotations
 
-import collections
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -33,12 +33,19 @@ class QualityTracker:
         min_samples: int = 20,
     ) -> None:
         self.horizon = horizon
-        self._targets = np.asarray(target_index, dtype=np.intp)
+        self._targets = list(target_index)
         n_targets = len(target_index)
         self.promised = np.asarray(promised, dtype=np.float64) if promised else None
-        self._ring = np.full((samples, horizon, n_targets), np.nan)
-        self._next = np.zeros(horizon, dtype=np.intp)  # per step: next ring row
-        self._pending: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        # Plain lists, not numpy: each forecast touches a dozen scalars, and numpy's per-call
+        # cost on tiny arrays is several times the work (this runs for every forecast).
+        self._samples = samples
+        self._ring = [[[math.nan] * n_targets for _ in range(horizon)] for _ in range(samples)]
+        self._next = [0] * horizon  # per step: residuals written so far (ring row = n % samples)
+        # The forecasts still waiting for actuals, in a ring of horizon + 1 (older ones have
+        # no step left): the slot each was made at, and its values.
+        self._made = [-(2**62)] * (horizon + 1)
+        self._values: list[list[list[float]]] = [[] for _ in range(horizon + 1)]
+        self._written = 0
         self.drift_factor = drift_factor
         self.drift_after_s = drift_after_s
         self.min_samples = min_samples
@@ -48,37 +55,35 @@ class QualityTracker:
 
     def forecast(self, slot: int, values: np.ndarray) -> None:
         """A forecast made when the window's newest closed period was ``slot``."""
-        self._pending.append((slot, np.array(values, dtype=np.float64)))
-        while len(self._pending) > self.horizon + 1:
-            self._pending.popleft()  # a gap left it without actuals: forget it
+        i = self._written % len(self._made)
+        self._made[i] = slot
+        self._values[i] = values.tolist()
+        self._written += 1
 
     def actual(self, slot: int, row: np.ndarray) -> None:
         """The resampled readings of period ``slot`` (all features, reading units)."""
-        truth = row[self._targets]
-        if not np.isfinite(truth).all():
+        values = row.tolist()
+        truth = [values[t] for t in self._targets]
+        if not all(map(math.isfinite, truth)):
             return
-        steps, guesses = [], []
-        for made, values in self._pending:
-            step = slot - made - 1
-            if 0 <= step < self.horizon:
-                steps.append(step)
-                guesses.append(values[step])
-        if steps:
-            # one vectorised update for every forecast with a step at this slot (distinct steps)
-            at = np.asarray(steps, dtype=np.intp)
-            self._ring[self._next[at] % len(self._ring), at] = np.abs(truth - np.asarray(guesses))
-            self._next[at] += 1
-            self.residuals += len(steps)
-        while self._pending and slot - self._pending[0][0] >= self.horizon:
-            self._pending.popleft()
+        horizon, ring, nxt, samples = self.horizon, self._ring, self._next, self._samples
+        for i, made in enumerate(self._made):
+            step = slot - 1 - made
+            if 0 <= step < horizon:
+                guess = self._values[i][step]
+                ring[nxt[step] % samples][step] = [abs(a - b) for a, b in zip(truth, guess)]
+                nxt[step] += 1
+                self.residuals += 1
+
+    def _counts(self) -> np.ndarray:
+        counts: np.ndarray = np.minimum(np.asarray(self._next), self._samples)
+        return counts
 
     def mae(self) -> np.ndarray:
         """Rolling MAE per step and target (NaN where nothing was seen yet)."""
-        if not self.residuals:
-            empty: np.ndarray = self._ring[0].copy()
-            return empty
-        counts = np.isfinite(self._ring).sum(axis=0)
-        total = np.nansum(self._ring, axis=0)
+        ring = np.asarray(self._ring, dtype=np.float64)
+        counts = np.isfinite(ring).sum(axis=0)
+        total = np.nansum(ring, axis=0)
         out: np.ndarray = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
         return out
 
@@ -103,8 +108,7 @@ class QualityTracker:
         """Rolling MAE over the promised one (steps with enough samples), or None."""
         if self.promised is None:
             return None
-        counts = np.minimum(self._next, len(self._ring))
-        seen = counts >= self.min_samples
+        seen = self._counts() >= self.min_samples
         if not seen.any():
             return None
         mae = self.mae()[seen]
@@ -122,7 +126,7 @@ class QualityTracker:
             "model": model,
             "time": now,
             "residuals": self.residuals,
-            "samples_by_step": np.minimum(self._next, len(self._ring)).tolist(),
+            "samples_by_step": self._counts().tolist(),
             "mae_by_step": [[_num(v) for v in row] for row in mae],
             "promised_mae_by_step": self.promised.tolist() if self.promised is not None else None,
             "ratio": None if ratio is None else round(ratio, 4),
