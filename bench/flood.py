@@ -26,22 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
+from _common import REPO, demo_bundle, rss_mb
 from paho.mqtt.enums import CallbackAPIVersion
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from agent.demo import DEMO_DIR, MosquittoBroker, free_port  # noqa: E402
+from agent.demo import MosquittoBroker, free_port
 
 PERIOD = 0.2  # forecasts every 0.2 s, so a flood of seconds shows whether they keep coming
 LINES = 200_000  # per publisher round
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> int:
@@ -50,13 +41,7 @@ def main() -> int:
     parser.add_argument("--publishers", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sensorcast-flood-"))
-    bundle = work / "room.tflite"
-    from convert.cli import main as convert_main
-
-    code = convert_main([str(DEMO_DIR / "room.keras"), "-o", str(bundle), "--quiet",
-                         "--norm", str(DEMO_DIR / "norm.json"), "--features",
-                         "temperature,humidity", "--period", str(PERIOD)])  # fmt: skip
-    assert code == 0
+    bundle = demo_bundle(work / "room.tflite", PERIOD)
     broker = MosquittoBroker(
         MosquittoBroker.find() or "mosquitto",
         port=free_port(),
@@ -159,7 +144,7 @@ def main() -> int:
         f"- offered: {sent:,} messages in {flood_s:.1f} s = **{rate:,.0f} messages/s** "
         f"(valid readings of 2 features, QoS 0, {args.publishers} x mosquitto_pub -l)",
         f"- agent accepted {accepted // 2:,} messages ({accepted:,} readings) and shed "
-        f"{shed:,} (its hand-over queue was full); the broker dropped {broker_dropped[0]:,} it "
+        f"{shed:,} while its hand-over queue was full; the broker dropped {broker_dropped[0]:,} it "
         "could not deliver to the agent fast enough (Mosquitto's own queue bound)",
         f"- forecasts during the flood: {len(during)} in {flood_s:.1f} s (one per "
         f"{PERIOD:g} s period is {flood_s / PERIOD:.0f}); longest gap between two: "

@@ -24,23 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
+from _common import REPO, demo_bundle, rss_mb
 from paho.mqtt.enums import CallbackAPIVersion
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from agent.demo import DEMO_DIR, MosquittoBroker, free_port  # noqa: E402
+from agent.demo import MosquittoBroker, free_port
 
 STREAMS = 10
 PER_SLOT = 10  # messages (of 2 readings) per period: the agent averages them
 PERIOD = 1.0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> int:
@@ -49,13 +40,7 @@ def main() -> int:
     parser.add_argument("--outages", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sensorcast-soak-"))
-    bundle = work / "room.tflite"
-    from convert.cli import main as convert_main
-
-    code = convert_main([str(DEMO_DIR / "room.keras"), "-o", str(bundle), "--quiet",
-                         "--norm", str(DEMO_DIR / "norm.json"), "--features",
-                         "temperature,humidity", "--period", str(PERIOD)])  # fmt: skip
-    assert code == 0
+    bundle = demo_bundle(work / "room.tflite", PERIOD)
     store = work / "mosquitto"
     store.mkdir()
     broker = MosquittoBroker(

@@ -14,10 +14,9 @@ from typing import Optional
 import numpy as np
 
 from agent import __version__
-from agent.errors import SensorcastError
 from agent.manifest import Accuracy, Manifest, Norm, TensorQuant
 from agent.runtime import load_runtime
-from convert import ConvertError
+from convert import ConvertError, run_command
 from convert.bundle import embed_manifest, write_atomic
 from convert.calibrate import Calibration, load_calibration, read_csv, read_norm, synthetic_windows
 from convert.load import KNOWN_LAYERS, ModelShape, SourceModel, file_sha256, load_source
@@ -77,16 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        convert_model(args)
-    except SensorcastError as exc:
-        print(f"sensorcast convert: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("convert", _parser(), convert_model, argv)
 
 
 def _names(text: Optional[str]) -> Optional[list[str]]:

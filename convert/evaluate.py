@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from agent.errors import SensorcastError
-from convert import ConvertError
+from convert import ConvertError, run_command
 from convert.dataset import Series, load_series
 from convert.train import names
 
@@ -52,16 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        evaluate(args)
-    except SensorcastError as exc:
-        print(f"sensorcast evaluate: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("evaluate", _parser(), evaluate, argv)
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from agent.errors import SensorcastError
-from convert import ConvertError
+from convert import ConvertError, run_command
 from convert.dataset import load_series, windows
 
 __all__ = ["main"]
@@ -51,16 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        train(args)
-    except SensorcastError as exc:
-        print(f"sensorcast train: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("train", _parser(), train, argv)
 
 
 def names(text: Optional[str], what: str) -> list[str]:
