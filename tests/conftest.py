@@ -49,6 +49,22 @@ def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
+def run_deploy(
+    cmd: list[str], what: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a deploy/ script (or a command through one). Those exit 3, with the reason as their
+    last stderr line, when this host cannot do it (no root, no QEMU...): then the test fails in
+    CI and skips elsewhere, saying ``what`` and why. Any other status is the caller's to judge."""
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=env, check=False,
+    )  # fmt: skip
+    if done.returncode == 3:
+        why = (done.stderr.strip().splitlines() or [f"{Path(cmd[0]).name}: exit 3"])[-1]
+        missing_tool(f"{what}: {why}")
+    return done
+
+
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 512 KiB filesystem (tmpfs) to fill up: a full SD card in miniature."""

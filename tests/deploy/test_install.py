@@ -4,12 +4,11 @@ user's config, and uninstall (then --purge) removes what it should."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, missing_tool
+from tests.conftest import REPO, run_deploy
 
 SCRIPT = r"""
 set -eux
@@ -38,9 +37,7 @@ echo "all done"
 
 
 def _tool(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1200)
-    if done.returncode == 3:
-        missing_tool(f"QEMU arm64 emulation cannot be set up here: {done.stderr.strip()}")
+    done = run_deploy(cmd, "QEMU arm64 emulation cannot be set up here", 1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
 
@@ -54,15 +51,7 @@ def test_install_sh_in_an_arm64_rootfs(tmp_path: Path) -> None:
     run = [str(REPO / "deploy/qemu/run"), "--bind", f"{REPO}:/src:ro", "--bind",
            f"{wheels}:/wheels:ro", "--env", "PIP_COMPILE=0", "--", "/bin/bash", "-c",
            SCRIPT]  # fmt: skip
-    done = subprocess.run(
-        run,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if done.returncode == 3:
-        missing_tool(f"QEMU arm64 emulation cannot be set up here: {done.stderr.strip()}")
+    done = run_deploy(run, "QEMU arm64 emulation cannot be set up here", 600)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "machine=aarch64" in out  # really arm64, not the host

@@ -36,7 +36,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import MosquittoBroker, free_port, wait_port
-from tests.conftest import REPO, Subscriber, missing_tool
+from tests.conftest import REPO, Subscriber, missing_tool, run_deploy
 
 QEMU = REPO / "deploy" / "qemu"
 PASSWORD = "vm-secret-7f3a"
@@ -157,17 +157,7 @@ class Console:
 
 def _tool(script: str, timeout: float) -> str:
     """Run a deploy/qemu script that prints a path; missing_tool when it cannot be set up."""
-    done = subprocess.run(
-        [str(QEMU / script)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode == 3:
-        lines = done.stderr.strip().splitlines() or [f"deploy/qemu/{script}: exit 3"]
-        missing_tool(f"the arm64 VM cannot be set up here: {lines[-1]}")
+    done = run_deploy([str(QEMU / script)], "the arm64 VM cannot be set up here", timeout)
     assert done.returncode == 0, f"deploy/qemu/{script}:\n{done.stderr[-3000:]}"
     return done.stdout.strip().splitlines()[-1]
 

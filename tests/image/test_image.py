@@ -37,7 +37,7 @@ from agent import __version__
 from agent.demo import MosquittoBroker
 from agent.forecast import Forecaster
 from agent.manifest import read_bundle
-from tests.conftest import REPO, Subscriber, missing_tool
+from tests.conftest import REPO, Subscriber, missing_tool, run_deploy
 
 #: Cold cache: debootstrap of the rootfs (~3 min), the wheelhouse and pip under emulation.
 COLD_CACHE_TIMEOUT_S = 1200
@@ -114,17 +114,8 @@ class Image:
 
 def _script(name: str, *args: str, timeout: float, env: dict[str, str] | None = None) -> str:
     """Run a deploy/image script; its last stdout line. Exit 3 means this host cannot."""
-    proc = subprocess.run(
-        [str(IMAGE_DIR / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        env=env,
-    )
-    if proc.returncode == 3:
-        missing_tool((proc.stderr.strip().splitlines() or [f"deploy/image/{name}: exit 3"])[-1])
+    cmd = [str(IMAGE_DIR / name), *args]
+    proc = run_deploy(cmd, "the image cannot be built here", timeout, env)
     assert proc.returncode == 0, f"deploy/image/{name} failed:\n{proc.stderr[-3000:]}"
     return proc.stdout.strip().splitlines()[-1]
 
@@ -133,16 +124,7 @@ def _script(name: str, *args: str, timeout: float, env: dict[str, str] | None = 
 def image() -> Iterator[Image]:
     if os.geteuid() != 0:
         missing_tool("building the image needs root (buildah and podman with a private storage)")
-    setup = subprocess.run(
-        [str(IMAGE_DIR / "setup-host")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if setup.returncode == 3:
-        missing_tool((setup.stderr.strip().splitlines() or ["deploy/image/setup-host: exit 3"])[-1])
+    setup = run_deploy([str(IMAGE_DIR / "setup-host")], "the image cannot be built here", 600)
     assert setup.returncode == 0, setup.stderr
     env = dict(os.environ)
     for line in setup.stdout.splitlines():  # VAR=value: the private containers configuration

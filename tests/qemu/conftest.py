@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, missing_tool
+from tests.conftest import REPO, missing_tool, run_deploy
 
 QEMU = REPO / "deploy" / "qemu"
 #: The chroot's virtual environments (deploy/qemu/env), by runtime.
@@ -109,16 +109,7 @@ def arm64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm64]:
     """The arm64 chroot with sensorcast installed from this checkout's wheel."""
     if os.geteuid() != 0:
         missing_tool("arm64 emulation needs root (binfmt_misc, mount namespaces, chroot)")
-    setup = subprocess.run(
-        [str(QEMU / "setup-host")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if setup.returncode == 3:  # its last stderr line says why emulation cannot be set up
-        missing_tool((setup.stderr.strip().splitlines() or ["deploy/qemu/setup-host: exit 3"])[-1])
+    setup = run_deploy([str(QEMU / "setup-host")], "arm64 emulation cannot be set up here", 600)
     assert setup.returncode == 0, setup.stderr
 
     rootfs = Path(_harness("rootfs", timeout=COLD_CACHE_TIMEOUT_S))
