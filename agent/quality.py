@@ -11,7 +11,6 @@ as drifting: the model needs retraining before its forecasts mislead anyone.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import numpy as np
@@ -20,7 +19,12 @@ __all__ = ["QualityTracker"]
 
 
 class QualityTracker:
-    """One stream's forecast-vs-actual bookkeeping; owned by the main loop."""
+    """One stream's forecast-vs-actual bookkeeping; owned by the main loop.
+
+    Forecasts and actuals are only copied into preallocated arrays as they come (under
+    a microsecond each); residuals are worked out for many at once, in numpy, when a
+    buffer fills or a figure is asked for.
+    """
 
     def __init__(
         self,
@@ -31,57 +35,136 @@ class QualityTracker:
         drift_factor: float = 2.0,
         drift_after_s: float = 3600.0,
         min_samples: int = 20,
+        buffer: int = 256,
     ) -> None:
         self.horizon = horizon
-        self._targets = list(target_index)
+        self._targets = np.asarray(target_index, dtype=np.intp)
         n_targets = len(target_index)
         self.promised = np.asarray(promised, dtype=np.float64) if promised else None
-        # Plain lists, not numpy: each forecast touches a dozen scalars, and numpy's per-call
-        # cost on tiny arrays is several times the work (this runs for every forecast).
         self._samples = samples
-        self._ring = [[[math.nan] * n_targets for _ in range(horizon)] for _ in range(samples)]
-        self._next = [0] * horizon  # per step: residuals written so far (ring row = n % samples)
-        # The forecasts still waiting for actuals, in a ring of horizon + 1 (older ones have
-        # no step left): the slot each was made at, and its values.
-        self._made = [-(2**62)] * (horizon + 1)
-        self._values: list[list[list[float]]] = [[] for _ in range(horizon + 1)]
-        self._written = 0
+        # Rolling residuals per step: ring row n % samples holds the n-th residual of a step.
+        self._ring = np.full((samples, horizon, n_targets), np.nan)
+        self._next = np.zeros(horizon, dtype=np.int64)  # per step: residuals written so far
+        # Forecasts whose steps have not all been scored: the slot each was made at, its
+        # values, and how many of its steps are scored.
+        self._cap = max(buffer, horizon + 2)
+        self._made = np.zeros(self._cap, dtype=np.int64)
+        self._values = np.zeros((self._cap, horizon, n_targets))
+        self._scored = np.zeros(self._cap, dtype=np.int64)
+        self._n = 0
+        # Actuals (whole rows, reading units) by slot, in the order the window closed them.
+        self._row_slots = np.zeros(self._cap + horizon + 1, dtype=np.int64)
+        self._rows: Optional[np.ndarray] = None  # (capacity, features), made on first use
+        self._m = 0
+        self._steps = np.arange(horizon, dtype=np.int64)
         self.drift_factor = drift_factor
         self.drift_after_s = drift_after_s
         self.min_samples = min_samples
-        self.residuals = 0  #: Residuals counted since start.
+        self._residuals = 0
         self._above_since: Optional[float] = None
         self.drifting = False
 
+    @property
+    def residuals(self) -> int:
+        """Residuals counted since start (one per forecast and step)."""
+        self._score()
+        return self._residuals
+
     def forecast(self, slot: int, values: np.ndarray) -> None:
         """A forecast made when the window's newest closed period was ``slot``."""
-        i = self._written % len(self._made)
-        self._made[i] = slot
-        self._values[i] = values.tolist()
-        self._written += 1
+        if self._n == self._cap:
+            self._score()
+            if self._n == self._cap:  # no actuals came: the oldest forecasts can never score
+                self._drop_forecasts(self._n - self.horizon - 1)
+        n = self._n
+        self._made[n] = slot
+        self._values[n] = values
+        self._scored[n] = 0
+        self._n = n + 1
 
     def actual(self, slot: int, row: np.ndarray) -> None:
         """The resampled readings of period ``slot`` (all features, reading units)."""
-        values = row.tolist()
-        truth = [values[t] for t in self._targets]
-        if not all(map(math.isfinite, truth)):
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = np.empty((len(self._row_slots), row.shape[0]))
+        if self._m == len(self._row_slots):
+            self._score()
+        m = self._m
+        self._row_slots[m] = slot
+        rows[m] = row
+        self._m = m + 1
+
+    def _score(self) -> None:
+        """Residuals for every forecast step whose actual has come, into the rolling ring."""
+        n, m = self._n, self._m
+        if n == 0 or m == 0 or self._rows is None:
+            self._m = 0 if n == 0 else m
             return
-        horizon, ring, nxt, samples = self.horizon, self._ring, self._next, self._samples
-        for i, made in enumerate(self._made):
-            step = slot - 1 - made
-            if 0 <= step < horizon:
-                guess = self._values[i][step]
-                ring[nxt[step] % samples][step] = [abs(a - b) for a, b in zip(truth, guess)]
-                nxt[step] += 1
-                self.residuals += 1
+        slots = self._row_slots[:m]
+        truth = self._rows[:m][:, self._targets]
+        usable = np.isfinite(truth).all(axis=1)
+        latest = int(slots.max())
+        want = self._made[:n, None] + 1 + self._steps  # (n, horizon): the slot of each step
+        pending = (self._steps >= self._scored[:n, None]) & (want <= latest)
+        if pending.any():
+            order = np.argsort(slots, kind="stable")
+            pos = np.searchsorted(slots[order], want)
+            pos = np.minimum(pos, m - 1)
+            idx = order[pos]
+            hit = pending & (slots[idx] == want) & usable[idx]
+            residual = np.abs(truth[idx] - self._values[:n])  # (n, horizon, targets)
+            ring, nxt, samples = self._ring, self._next, self._samples
+            for step in np.flatnonzero(hit.any(axis=0)):
+                got = residual[hit[:, step], step]  # in the order the forecasts were made
+                k = len(got)
+                if k > samples:
+                    got, skipped = got[-samples:], k - samples
+                else:
+                    skipped = 0
+                rows = (nxt[step] + skipped + np.arange(len(got))) % samples
+                ring[rows, step] = got
+                nxt[step] += k
+                self._residuals += k
+            # Steps up to the latest actual are settled (a step with no usable actual is lost).
+            now_scored = np.clip(latest - self._made[:n], 0, self.horizon)
+            np.maximum(self._scored[:n], now_scored, out=self._scored[:n])
+        # Keep the forecasts with steps still to come, and the actuals they may need.
+        keep = self._made[:n] + self.horizon > latest
+        self._compact_forecasts(keep)
+        if self._n:
+            oldest = int(self._made[: self._n].min())
+            needed = slots > oldest
+        else:
+            needed = slots > latest  # nothing pending: no actual is needed again
+        k = int(np.count_nonzero(needed))
+        self._row_slots[:k] = slots[needed]
+        self._rows[:k] = self._rows[:m][needed]
+        self._m = k
+
+    def _compact_forecasts(self, keep: np.ndarray) -> None:
+        n = self._n
+        k = int(np.count_nonzero(keep))
+        if k == n:
+            return
+        self._made[:k] = self._made[:n][keep]
+        self._values[:k] = self._values[:n][keep]
+        self._scored[:k] = self._scored[:n][keep]
+        self._n = k
+
+    def _drop_forecasts(self, count: int) -> None:
+        keep = np.ones(self._n, dtype=bool)
+        keep[: max(count, 0)] = False
+        self._compact_forecasts(keep)
 
     def _counts(self) -> np.ndarray:
-        counts: np.ndarray = np.minimum(np.asarray(self._next), self._samples)
+        self._score()
+        counts: np.ndarray = np.minimum(self._next, self._samples)
         return counts
 
     def mae(self) -> np.ndarray:
         """Rolling MAE per step and target (NaN where nothing was seen yet)."""
-        ring = np.asarray(self._ring, dtype=np.float64)
+        self._score()
+        ring = self._ring
         counts = np.isfinite(ring).sum(axis=0)
         total = np.nansum(ring, axis=0)
         out: np.ndarray = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.quality import QualityTracker
 
@@ -59,3 +61,59 @@ def test_drift_after_the_error_stays_high_long_enough() -> None:
             break
         t += 10.0
     assert not q.drifting
+
+
+class _Reference:
+    """The plain definition, one residual at a time: what the batched tracker must match."""
+
+    def __init__(self, horizon: int, samples: int) -> None:
+        self.horizon, self.samples = horizon, samples
+        self.made: list[tuple[int, np.ndarray]] = []
+        self.by_step: list[list[float]] = [[] for _ in range(horizon)]
+
+    def forecast(self, slot: int, values: np.ndarray) -> None:
+        self.made = [*self.made[-self.horizon :], (slot, values.copy())]
+
+    def actual(self, slot: int, row: np.ndarray) -> None:
+        if not np.isfinite(row[0]):
+            return
+        for made, values in self.made:
+            step = slot - 1 - made
+            if 0 <= step < self.horizon:
+                self.by_step[step].append(abs(row[0] - values[step, 0]))
+
+    def mae(self) -> list[float]:
+        return [float(np.mean(r[-self.samples :])) if r else np.nan for r in self.by_step]
+
+
+@given(
+    horizon=st.integers(1, 6),
+    samples=st.integers(1, 30),
+    buffer=st.integers(1, 20),
+    events=st.lists(
+        st.tuples(st.integers(1, 3), st.booleans(), st.booleans(), st.floats(-5, 5)),
+        min_size=1,
+        max_size=120,
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_batched_scoring_matches_the_one_at_a_time_definition(
+    horizon: int, samples: int, buffer: int, events: list[tuple[int, bool, bool, float]]
+) -> None:
+    q = QualityTracker(horizon=horizon, target_index=[0], samples=samples, buffer=buffer)
+    ref = _Reference(horizon, samples)
+    rng = np.random.default_rng(len(events))
+    slot = 0
+    for advance, gap, skip_forecast, value in events:
+        slot += advance  # windows may skip periods
+        row = _row(float("nan") if gap else value)
+        q.actual(slot, row)
+        ref.actual(slot, row)
+        if not skip_forecast:
+            values = rng.normal(0, 2, (horizon, 1))
+            q.forecast(slot, values)
+            ref.forecast(slot, values)
+        if advance == 3:  # a figure asked for mid-stream scores what has come so far
+            np.testing.assert_allclose(q.mae()[:, 0], ref.mae())
+    np.testing.assert_allclose(q.mae()[:, 0], ref.mae())
+    assert q.residuals == sum(len(r) for r in ref.by_step)
