@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from typing import Optional
 
 import numpy as np
+import orjson
 
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
@@ -48,13 +48,7 @@ class ForecastPublisher:
         self._period = period_s
         self._retain = retain
         self.seq = 0
-        # The payload's constant parts, JSON-encoded once (json.dumps escapes the names).
-        self._id_head = '{"id":' + json.dumps(f"{device}/{stream}/")[:-1]
-        self._names = f',"device":{json.dumps(device)},"stream":{json.dumps(stream)},"model":'
-        targets_json = json.dumps(self._targets, separators=(",", ":"))
-        self._tail = f',"period_s":{_number(period_s)},"targets":{targets_json}'
-        self._model = ""
-        self._model_json = '""'
+        self._id = f"{device}/{stream}/"
         self._offsets: Optional[np.ndarray] = None  # (i + 1) * period_s, per horizon step
 
     def publish(self, model: str, window_end: float, values: np.ndarray) -> int:
@@ -70,30 +64,16 @@ class ForecastPublisher:
         return self._outbox.put(self.topic, payload, self._qos, self._retain)
 
     def payload(self, model: str, window_end: float, values: np.ndarray) -> bytes:
-        """The JSON message (compact, keys in a fixed order) for one forecast."""
-        horizon = values.shape[0]
-        offsets = self._offsets
-        if offsets is None or len(offsets) != horizon:
-            offsets = self._offsets = np.arange(1, horizon + 1) * self._period
-        if model != self._model:
-            self._model, self._model_json = model, json.dumps(model)
-        # Formatted by hand: the same bytes json.dumps(..., separators=(",", ":")) makes
-        # (floats as repr, which json uses too) at a fraction of the cost per forecast.
-        rows = "],[".join([",".join(map(_repr, row)) for row in values.tolist()])
-        steps = ",".join(map(_repr, (offsets + window_end).tolist()))
-        text = (
-            f'{self._id_head}{round(window_end * 1000)}"{self._names}{self._model_json}'
-            f',"seq":{self.seq},"window_end":{_number(window_end)}{self._tail}'
-            f',"steps":[{steps}],"values":[[{rows}]]}}'
-        )
-        if "n" in rows or "n" in steps:  # nan or inf: JSON spells them NaN and Infinity
-            return self._payload_json(model, window_end, values)
-        return text.encode()
+        """The JSON message (compact, keys in a fixed order) for one forecast.
 
-    def _payload_json(self, model: str, window_end: float, values: np.ndarray) -> bytes:
-        """The same message through json.dumps (for non-finite values)."""
+        Numbers are the shortest text that reads back as the same float; a non-finite
+        forecast value (a broken model) is ``null``, which every JSON parser reads.
+        """
+        offsets = self._offsets
+        if offsets is None or len(offsets) != values.shape[0]:
+            offsets = self._offsets = np.arange(1, values.shape[0] + 1) * self._period
         message = {
-            "id": f"{self._device}/{self._stream}/{round(window_end * 1000)}",
+            "id": f"{self._id}{round(window_end * 1000)}",
             "device": self._device,
             "stream": self._stream,
             "model": model,
@@ -101,18 +81,11 @@ class ForecastPublisher:
             "window_end": window_end,
             "period_s": self._period,
             "targets": self._targets,
-            "steps": [window_end + (i + 1) * self._period for i in range(values.shape[0])],
-            "values": values.tolist(),
+            "steps": offsets + window_end,
+            "values": values if values.flags.c_contiguous else np.ascontiguousarray(values),
         }
-        return json.dumps(message, separators=(",", ":")).encode()
-
-
-_repr = float.__repr__
-
-
-def _number(value: float) -> str:
-    """A number as json.dumps writes it (numpy scalars included)."""
-    return json.dumps(value.item() if isinstance(value, np.generic) else value)
+        # orjson (numpy arrays natively): a fifth of the hand-formatted text's cost.
+        return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class OutboxSender:

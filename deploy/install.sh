@@ -99,7 +99,7 @@ do_install() {
         say "installing the agent with tflite-runtime into $PREFIX"
         "${pip[@]}" --upgrade "tflite-runtime>=2.14" "numpy<2"
         "${pip[@]}" --upgrade --no-deps "${what[@]}"
-        "${pip[@]}" "paho-mqtt>=2.0,<3" "flatbuffers>=23.5"
+        "${pip[@]}" "paho-mqtt>=2.0,<3" "orjson>=3.9" "flatbuffers>=23.5"
         "$PREFIX/bin/python" -m pip uninstall -y -q ai-edge-litert >/dev/null 2>&1 || true
     else
         say "installing the agent into $PREFIX"

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
+import orjson
+
 from agent.sources.base import Reading
 
 __all__ = [
@@ -59,10 +61,15 @@ def parse_json_reading(
     ``not_object``, ``bad_timestamp``, ``missing_feature``, ``bad_value``).
     """
     try:
-        obj = json.loads(payload)
-    # ValueError covers JSONDecodeError and UnicodeDecodeError; deep nesting recurses.
-    except (ValueError, RecursionError):
-        return [], [Rejection("not_json", "payload is not JSON")]
+        obj = orjson.loads(payload)  # a tenth of json.loads' time; this runs per message
+    except orjson.JSONDecodeError:
+        # orjson is stricter than json (NaN and Infinity, integers past 64 bits, lone
+        # surrogates): what json reads is still read, so the accepted inputs do not change.
+        try:
+            obj = json.loads(payload)
+        # ValueError covers JSONDecodeError and UnicodeDecodeError; deep nesting recurses.
+        except (ValueError, RecursionError):
+            return [], [Rejection("not_json", "payload is not JSON")]
     if not isinstance(obj, dict):
         return [], [Rejection("not_object", "payload is not a JSON object")]
     ts = _as_float(obj.get("ts", arrival_ts))
@@ -73,7 +80,7 @@ def parse_json_reading(
     get = obj.get
     for index, name in indexed_features:
         value: Any = get(name)
-        # json.loads makes exact ints and floats (a bool is not an int here), checked inline:
+        # The parsers make exact ints and floats (a bool is not an int here), checked inline:
         # this loop runs per reading.
         kind = type(value)
         if kind is float:
