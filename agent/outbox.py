@@ -13,6 +13,14 @@ that durability is degraded.
   the agent; a power cut may lose the last few commits.
 * ``full``: also survives a power cut; one fsync per message.
 * ``off``: no fsync; a power cut can lose or corrupt recent messages.
+
+Writes are grouped: a message is staged by :meth:`Outbox.put` and committed, with
+whatever else the loop turn staged, before :meth:`Outbox.pending` hands it out for
+sending, so no message reaches the broker before it is on disk. Acknowledged messages
+are deleted in the same transactions (or at most ``sync`` seconds later): a crash in
+between only means a message the broker already has is sent again, which QoS 1 allows
+and the message id lets consumers drop. Recently put messages are also kept in memory,
+so sending them needs no read from disk.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import collections
 import contextlib
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -30,6 +39,8 @@ __all__ = ["Message", "Outbox"]
 logger = logging.getLogger(__name__)
 
 SYNCHRONOUS = ("off", "normal", "full")
+CACHE_MESSAGES = 256  #: Newest messages also kept in memory, so sending them reads no disk.
+MAX_STAGED = 100  #: Messages staged before :meth:`Outbox.put` commits by itself.
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,13 @@ class Outbox:
         self._next_id = 1
         self._count = 0
         self._bytes = 0
+        # Disk mode: messages put by this process and not acked, newest CACHE_MESSAGES; every
+        # live message with an id from _cache_from up is in it.
+        self._cache: collections.OrderedDict[int, Message] = collections.OrderedDict()
+        self._cache_from = 1
+        self._staged: list[Message] = []  # put since the last commit
+        self._deleted: set[int] = set()  # acked since the last commit
+        self._dirty_since: Optional[float] = None  # monotonic time of the oldest change
         if path is None:
             self.degraded = "no state directory configured"
         else:
@@ -87,20 +105,29 @@ class Outbox:
         """Store a message; returns its id. Drops the oldest when over a bound."""
         if self._db is not None:
             try:
-                with self._db:
-                    cur = self._db.execute(
-                        "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                        (topic, payload, qos, int(retain)),
-                    )
+                cur = self._db.execute(  # staged: committed before it is handed out to send
+                    "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+                    (topic, payload, qos, int(retain)),
+                )
+            except sqlite3.Error as exc:
+                self._degrade(f"cannot write: {exc}")
+            else:
                 msg_id = int(cur.lastrowid or 0)
                 self._next_id = msg_id + 1  # memory ids go on from here if the disk fails
+                msg = Message(msg_id, topic, payload, qos, retain)
+                self._staged.append(msg)
+                self._cache[msg_id] = msg
+                if len(self._cache) > CACHE_MESSAGES:
+                    self._cache_from = self._cache.popitem(last=False)[0] + 1
+                if self._dirty_since is None:
+                    self._dirty_since = time.monotonic()
                 self._count += 1
                 self._bytes += len(payload)
                 self._enforce_bounds()
                 self.high_water = max(self.high_water, self._count)
+                if len(self._staged) >= MAX_STAGED:
+                    self.commit()
                 return msg_id
-            except sqlite3.Error as exc:
-                self._degrade(f"cannot write: {exc}")
         msg_id = self._next_id
         self._next_id += 1
         self._memory[msg_id] = Message(msg_id, topic, payload, qos, retain)
@@ -110,10 +137,42 @@ class Outbox:
         self.high_water = max(self.high_water, self._count)
         return msg_id
 
+    def commit(self) -> None:
+        """Make what was put (and acked) since the last commit durable."""
+        db = self._db
+        if db is not None and (self._staged or self._deleted or db.in_transaction):
+            try:
+                db.commit()
+            except sqlite3.Error as exc:
+                self._degrade(f"cannot write: {exc}")
+                return
+        self._staged.clear()
+        self._deleted.clear()
+        self._dirty_since = None
+
+    def sync(self, max_age_s: float) -> None:
+        """Commit if a change has waited ``max_age_s`` (acks with no new message to carry them)."""
+        if self._dirty_since is not None and time.monotonic() - self._dirty_since >= max_age_s:
+            self.commit()
+
     def pending(self, after: int = 0, limit: int = 100) -> list[Message]:
-        """Up to ``limit`` messages with an id above ``after``, oldest first."""
+        """Up to ``limit`` messages with an id above ``after``, oldest first, for sending:
+        whatever was staged is committed first, so each is on disk before it is sent."""
+        if self._staged:
+            self.commit()
+        return self._pending(after, limit)
+
+    def _pending(self, after: int, limit: int) -> list[Message]:
         out: list[Message] = []
-        if self._db is not None:
+        if self._db is not None and after + 1 >= self._cache_from:
+            out = []  # the newest messages: from memory, no disk read
+            for msg_id, msg in reversed(self._cache.items()):
+                if msg_id <= after:
+                    break
+                out.append(msg)
+            out.reverse()
+            del out[limit:]
+        elif self._db is not None:
             try:
                 rows = self._db.execute(
                     "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? "
@@ -136,21 +195,31 @@ class Outbox:
             return
         if self._db is None:
             return
+        cached = self._cache.pop(msg_id, None)
         try:
-            # no DELETE ... RETURNING: Raspberry Pi OS Bullseye ships SQLite 3.34
-            row = self._db.execute(
-                "SELECT length(payload) FROM outbox WHERE id = ?", (msg_id,)
-            ).fetchone()
-            with self._db:
-                self._db.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
-            if row is not None:
-                self._count -= 1
-                self._bytes -= int(row[0])
+            size: Optional[int] = len(cached.payload) if cached is not None else None
+            if cached is None:  # from before a restart
+                # no DELETE ... RETURNING: Raspberry Pi OS Bullseye ships SQLite 3.34
+                row = self._db.execute(
+                    "SELECT length(payload) FROM outbox WHERE id = ?", (msg_id,)
+                ).fetchone()
+                size = None if row is None else int(row[0])
+            # Committed with the next message (or by sync): a crash before then re-sends it.
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
         except sqlite3.Error as exc:
             self._degrade(f"cannot delete: {exc}")
+            self.ack(msg_id)  # now in memory
+            return
+        if size is not None:
+            self._deleted.add(msg_id)
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
+            self._count -= 1
+            self._bytes -= size
 
     def close(self) -> None:
         """Checkpoint and close the database."""
+        self.commit()
         if self._db is not None:
             # closing anyway if this fails: WAL content is replayed on the next open
             with contextlib.suppress(sqlite3.Error):
@@ -175,6 +244,7 @@ class Outbox:
         self._db = db
         self._count, self._bytes = int(count), int(size)
         self._next_id = int(seq[0]) + 1 if seq else 1
+        self._cache_from = self._next_id  # what came before is on disk only
         if self._count:
             logger.info("outbox %s: %d messages from before the restart to send", path, count)
 
@@ -191,6 +261,7 @@ class Outbox:
         # Carry on in memory with what the database still holds (in order, same ids), so
         # nothing already queued is stranded on disk; copies left there are sent again after
         # a restart, and the message ids let consumers drop them.
+        # A failed commit may have rolled the staged messages back: they come from memory.
         try:
             rows = self._db.execute(
                 "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id"
@@ -201,11 +272,17 @@ class Outbox:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._db = None
-        carried = collections.OrderedDict(
-            (r[0], Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]))) for r in rows
-        )
+        found = {r[0]: Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows}
+        found.update((m.id, m) for m in self._staged if m.id not in self._deleted)
+        for msg_id in self._deleted:
+            found.pop(msg_id, None)
+        carried = collections.OrderedDict(sorted(found.items()))
         carried.update(self._memory)
         self._memory = carried
+        self._cache.clear()
+        self._staged.clear()
+        self._deleted.clear()
+        self._dirty_since = None
         if self._memory:
             self._next_id = max(self._next_id, next(reversed(self._memory)) + 1)
         self._count = len(self._memory)
@@ -213,7 +290,7 @@ class Outbox:
 
     def _enforce_bounds(self) -> None:
         while self._count > self.max_messages or (self._bytes > self.max_bytes and self._count > 1):
-            oldest = self.pending(limit=1)
+            oldest = self._pending(0, 1)
             if not oldest:
                 return
             self.ack(oldest[0].id)

@@ -12,6 +12,9 @@ import orjson
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
 
+#: Acks with no new message to carry them are committed after this long, seconds.
+SYNC_S = 1.0
+
 __all__ = ["ForecastPublisher", "OutboxSender", "forecast_topic", "status_topic"]
 
 
@@ -116,6 +119,7 @@ class OutboxSender:
             except queue.Empty:
                 break
             self._acked(mid)
+        self.outbox.sync(SYNC_S)
         if not self._link.connected:
             return
         room = self._max_inflight - len(self._inflight)

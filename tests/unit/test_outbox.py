@@ -24,18 +24,37 @@ def test_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) -> None:
     assert [m.id for m in again.pending(after=ids[2])] == ids[3:]
 
 
-def test_a_killed_process_loses_nothing_it_committed(tmp_path: Path) -> None:
+def test_a_killed_process_loses_nothing_it_handed_out_for_sending(tmp_path: Path) -> None:
+    """Puts are grouped into one commit, made before pending() hands anything out."""
     db = tmp_path / "outbox.db"
     code = (
         "import os, sys; from pathlib import Path; from agent.outbox import Outbox\n"
         f"box = Outbox(Path({str(db)!r}))\n"
-        "for i in range(100): box.put('t', str(i).encode(), 1)\n"
+        "for i in range(60): box.put('t', str(i).encode(), 1)\n"
+        "assert len(box.pending(limit=1000)) == 60\n"
+        "box.ack(1)\n"  # a delete not yet committed: sent again after the crash, not lost
         "os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], check=False)
     assert proc.returncode == -9
     box = Outbox(db)
-    assert [m.payload for m in box.pending(limit=1000)] == [str(i).encode() for i in range(100)]
+    assert [m.payload for m in box.pending(limit=1000)] == [str(i).encode() for i in range(60)]
+
+
+def test_pending_from_memory_and_from_disk_agree(tmp_path: Path) -> None:
+    """The newest messages come from memory, older ones (past the cache) from disk."""
+    box = Outbox(tmp_path / "o.db", max_messages=100_000, max_bytes=1 << 30)
+    ids = [box.put("t", str(i).encode(), 1) for i in range(700)]
+    for i in ids[::3]:
+        box.ack(i)
+    live = [i for k, i in enumerate(ids) if k % 3]
+    for after in (0, ids[100], ids[500], ids[650], ids[-1]):
+        got = [m.id for m in box.pending(after=after, limit=1000)]
+        assert got == [i for i in live if i > after]
+        assert [m.id for m in box.pending(after=after, limit=7)] == got[:7]
+    box.sync(0.0)  # acks committed without a new message
+    again = Outbox(tmp_path / "o.db")
+    assert [m.id for m in again.pending(limit=1000)] == live and again.depth == len(live)
 
 
 def test_bounded_by_count_and_bytes_dropping_the_oldest(tmp_path: Path) -> None:
