@@ -8,6 +8,7 @@ bundle is a plain TFLite model to every tool. Reading it needs only the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -328,9 +329,9 @@ class Bundle:
     model: bytes
     sha256: str
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        """``name@sha256-prefix``, the id that forecasts carry."""
+        """``name@sha256-prefix``, the id that forecasts carry (once: every forecast asks)."""
         return f"{self.path.stem}@{self.sha256[:12]}"
 
 
