@@ -15,9 +15,8 @@ Measures, side by side in one run (issue 7), and writes them to ``bench/RESULTS.
 7. the same under QEMU arm64 (``--qemu``; emulated).
 
 The in-process parts run in child processes (``--child KIND SPEC.json``), once with the
-``agent/`` of ``--baseline`` (default ``HEAD``, "before") and once with that tree carrying this
-checkout's versions of the files the optimisations changed (:data:`OPTIMISED`, "after"), so
-the before/after comes from the same run and other work in progress does not blur it.
+``agent/`` of ``--baseline`` (default ``HEAD``, "before") and once with this checkout's
+``agent/`` ("after"), so the before/after comes from the same run.
 
     .venv/bin/python bench/agent_bench.py            # 10-20 min here (QEMU as root)
     .venv/bin/python bench/agent_bench.py --quick    # 5-8 min, a smoke run
@@ -48,14 +47,6 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO / "examples" / "demo"
 TFLITE_PY = REPO / ".venv-tflite" / "bin" / "python"
 STREAMS = 100  #: streams sharing one model for the batching comparison
-#: The files the gap-closing work changed: "after" is the baseline with these from the checkout.
-OPTIMISED = (
-    "agent/window.py",
-    "agent/forecast.py",
-    "agent/publish.py",
-    "agent/sources/mqtt.py",
-    "agent/sources/parse.py",
-)
 LSTM = (64, 48)  #: units, window of the second model
 LSTM_FEATURES = ("a", "b", "c")
 
@@ -313,7 +304,12 @@ def child_path(spec: dict[str, Any]) -> dict[str, Any]:
     box = Outbox(work / "box.db")
 
     def put_ack() -> None:
-        box.ack(box.put("sensorcast/pi-1/room/forecast", payload, 1))
+        # One forecast's life in the outbox: stored, handed out to send (on disk by then),
+        # forgotten when acked. The before tree commits in put and in ack; the after tree
+        # commits once, in pending, with the previous forecast's delete.
+        msg_id = box.put("sensorcast/pi-1/room/forecast", payload, 1)
+        box.pending(after=msg_id - 1, limit=1)
+        box.ack(msg_id)
 
     stages["outbox_put_ack"] = (put_ack, n, None)
 
@@ -986,7 +982,7 @@ STAGES = [
     ("window", "window: one reading per feature, the window moves"),
     ("forecast", "forecast: normalize, invoke, de-normalize (`Forecaster.predict`)"),
     ("json", "JSON payload (`ForecastPublisher.publish`, outbox excluded)"),
-    ("outbox_put_ack", "durable outbox: put + ack (SQLite WAL)"),
+    ("outbox_put_ack", "durable outbox: put + hand out + ack (SQLite WAL)"),
     ("paho_publish", "paho `publish` QoS 1 (hand-over to the client)"),
 ]
 
@@ -1077,9 +1073,8 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         "with the spread (min-max of the rounds) in brackets."
     )
     a(
-        f"- before = the `agent/` of `{args.baseline}` ({r['baseline_rev']}); after = the same "
-        f"with this checkout's {', '.join(f'`{n}`' for n in OPTIMISED)} (the files the "
-        "optimisations changed); measured in the same run. Items 4-6 use the after tree."
+        f"- before = the `agent/` of `{args.baseline}` ({r['baseline_rev']}); after = this "
+        "checkout's `agent/`; measured in the same run. Items 4-6 use the after tree."
     )
     for line in r.get("remeasured", []):
         a(f"- {line}")
@@ -1404,13 +1399,11 @@ def run_all(args: argparse.Namespace) -> int:
         ["git", "archive", args.baseline, "agent"], cwd=REPO, capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
-    # after: the baseline with this checkout's versions of the files the optimisations touch,
-    # so other uncommitted work in the checkout does not blur the comparison
+    # after: this checkout's agent/
     after = work / "after"
     shutil.rmtree(after, ignore_errors=True)
-    shutil.copytree(before, after)
-    for name in OPTIMISED:
-        shutil.copy(REPO / name, after / name)
+    after.mkdir()
+    shutil.copytree(REPO / "agent", after / "agent", ignore=shutil.ignore_patterns("__pycache__"))
     trees = {"before": before, "after": after}
 
     print("preparing models (TensorFlow, conversions) ...", flush=True)
