@@ -15,8 +15,9 @@ that durability is degraded.
 * ``off``: no fsync; a power cut can lose or corrupt recent messages.
 
 Writes are grouped: a message is staged by :meth:`Outbox.put` and committed, with
-whatever else the loop turn staged, before :meth:`Outbox.pending` hands it out for
-sending, so no message reaches the broker before it is on disk. Acknowledged messages
+whatever else the loop turn staged, at the end of the turn (:meth:`Outbox.sync`) and in
+any case before :meth:`Outbox.pending` hands it out for sending, so no message reaches
+the broker before it is on disk. Acknowledged messages
 are deleted in the same transactions (or at most ``sync`` seconds later): a crash in
 between only means a message the broker already has is sent again, which QoS 1 allows
 and the message id lets consumers drop. Recently put messages are also kept in memory,
@@ -151,8 +152,11 @@ class Outbox:
         self._dirty_since = None
 
     def sync(self, max_age_s: float) -> None:
-        """Commit if a change has waited ``max_age_s`` (acks with no new message to carry them)."""
-        if self._dirty_since is not None and time.monotonic() - self._dirty_since >= max_age_s:
+        """End of a loop turn: commit what was put, connected or not; deletes alone wait
+        until they are ``max_age_s`` old (or ride along with the next message)."""
+        if self._staged or (
+            self._dirty_since is not None and time.monotonic() - self._dirty_since >= max_age_s
+        ):
             self.commit()
 
     def pending(self, after: int = 0, limit: int = 100) -> list[Message]:

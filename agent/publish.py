@@ -12,7 +12,8 @@ import orjson
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
 
-#: Acks with no new message to carry them are committed after this long, seconds.
+#: Acks with no new message to carry them are committed after this long, seconds
+#: (new messages are committed every loop turn, connected or not).
 SYNC_S = 1.0
 
 __all__ = ["ForecastPublisher", "OutboxSender", "forecast_topic", "status_topic"]

@@ -25,20 +25,24 @@ def test_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) -> None:
 
 
 def test_a_killed_process_loses_nothing_it_handed_out_for_sending(tmp_path: Path) -> None:
-    """Puts are grouped into one commit, made before pending() hands anything out."""
+    """Puts are grouped into one commit per loop turn, made before pending() hands
+    anything out."""
     db = tmp_path / "outbox.db"
     code = (
         "import os, sys; from pathlib import Path; from agent.outbox import Outbox\n"
         f"box = Outbox(Path({str(db)!r}))\n"
         "for i in range(60): box.put('t', str(i).encode(), 1)\n"
         "assert len(box.pending(limit=1000)) == 60\n"
-        "box.ack(1)\n"  # a delete not yet committed: sent again after the crash, not lost
+        "box.ack(1)\n"  # its delete rides along with the next commit
+        "for i in range(60, 65): box.put('t', str(i).encode(), 1)\n"
+        "box.sync(3600)\n"  # end of a loop turn (disconnected: nothing handed out)
+        "box.ack(2)\n"  # a delete not yet committed: sent again after the crash, not lost
         "os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], check=False)
     assert proc.returncode == -9
     box = Outbox(db)
-    assert [m.payload for m in box.pending(limit=1000)] == [str(i).encode() for i in range(60)]
+    assert [m.payload for m in box.pending(limit=1000)] == [str(i).encode() for i in range(1, 65)]
 
 
 def test_pending_from_memory_and_from_disk_agree(tmp_path: Path) -> None:
