@@ -1721,38 +1721,35 @@ def run_qemu(runner: Runner, work: Path, prep: dict[str, Any], quick: bool) -> d
 #: What was changed to close the gaps, and what did not work (kept with the figures).
 NOTES: list[str] = [
     "Profiled with cProfile (and timers around each call of the loop turn) on the whole path in "
-    "the `Service` (both models), then "
-    "each stage alone (the stage table in item 1). What the agent added per forecast, and what "
-    "was changed (before/after figures in items 1 and 2):",
+    "the `Service` (both models), then each stage alone (the stage table in item 1).",
     "",
-    "- **Window** (`agent/window.py`): the per-feature state (sums, counts, last values, last "
-    "slots, last timestamps) lived in numpy arrays, so every reading paid numpy scalar "
-    "indexing and every period close six ufunc calls on two-element arrays. It is now plain "
-    "Python lists (a reading touches one element), the gap check one `min()` over the last "
-    "slots, NaN tracking a flag; the rows stay a preallocated numpy ring, so the window is "
-    "still one contiguous view and appending allocates nothing. Same results (unit, hostile-"
-    "input and warm-restart tests), same snapshot format.",
-    "- **JSON** (`agent/publish.py`): the constant parts (id prefix, device, stream, period, "
-    "targets) are encoded once per publisher; the per-forecast text is assembled with "
-    "`float.__repr__`, which is what `json` uses, and is byte-identical to the former "
-    "`json.dumps(..., separators=(',', ':'))` output (checked on 3,000 random messages with "
-    "quotes, non-ASCII names, int and numpy window ends, NaN and infinity, which fall back to "
-    "`json.dumps`). The gain is modest: the shortest-repr of 24 floats is most of the cost.",
-    "- **Outbox pump** (`agent/publish.py`): a loop turn no longer queries SQLite for "
-    "messages to send when every queued message is already in flight (while nothing was "
-    "dropped), which is every turn of a reading that does not close a period.",
-    "- **Forecast** (`agent/forecast.py`): de-quantization and de-normalization are folded "
-    "into one multiply and one add (`(q - zero) * (scale * std) + mean`), two or three "
-    "ufuncs instead of three or four, single and batched.",
-    "- **Batched forecasts** (`agent/forecast.py`): the windows of a chunk are copied into "
-    "the batch input and normalized in one go (two ufuncs per chunk, not per window).",
-    "- **Parsing** (`agent/sources/parse.py`, `agent/sources/mqtt.py`): exact-type checks "
-    "inline (what `json.loads` makes), no star-unpacking per message. It also fixes a crash "
-    "found on the way: a JSON integer of more than 308 digits made `float()` raise "
-    "OverflowError out of the MQTT callback; it is now a rejected `bad_value` (or "
-    "`bad_timestamp`).",
-    "- **Logging on the hot path**: none was left to remove (rejections are rate-limited and "
-    "formatted only when logged).",
+    "This round (before = `a449517`, the figures above):",
+    "",
+    "- **JSON both ways with orjson** (`agent/sources/parse.py`, `agent/publish.py`; a "
+    "well-kept library with wheels for every Pi architecture): parsing a reading 5.0 -> 1.9 µs "
+    "in the stage table, the forecast message 14.5 -> 3.3 µs. Readings orjson refuses (`NaN`, "
+    "integers past 64 bits, lone surrogates) still go through `json`, so what is accepted did "
+    "not change; a non-finite forecast value is now `null` instead of the invalid `NaN`.",
+    "- **Forecast quality** (`agent/quality.py`): forecasts and actuals are copied into "
+    "preallocated arrays and scored in numpy in batches of 256 (about 2 µs per forecast, "
+    "from 8 µs and, a round earlier, 25 µs); a hypothesis test holds the batched scoring to "
+    "the one-at-a-time definition.",
+    "- **Durable outbox** (`agent/outbox.py`): one commit per loop turn, made before anything "
+    "is handed out to send (issue 5's rule, unchanged); the acknowledged forecasts' deletes "
+    "ride along with it, and the newest 256 messages are also kept in memory so sending "
+    "needs no disk read. A forecast's life in the outbox (put, hand out, ack) 53.5 -> 27.2 "
+    "µs; two commits and three statements became one commit and two statements.",
+    "- `Bundle.label` computed once (a `Path.stem` per forecast).",
+    "- Net: what the agent computes (parse, window, forecast, JSON, quality) went from 2.6x "
+    "to 1.8x the bare invoke for the demo model and from 2.1x to 1.3x for LSTM(64) x 48; the "
+    "whole path from 13.9x to 11.1x and from 5.0x to 4.3x.",
+    "",
+    "The round before (against `5031d30`): the window's per-feature state in plain lists "
+    "(`Window.add` 0.97M -> 3.0M readings/s), de-quantization and de-normalization folded "
+    "into one multiply and one add, batched normalization once per chunk, exact-type checks "
+    "when parsing (and a fix: a 300-digit JSON integer raised OverflowError out of the MQTT "
+    "callback), no disk read in the outbox pump while everything is in flight. No logging "
+    "was left on the hot path (rejections are rate-limited and formatted only when logged).",
     "",
     "What did not work or was not done:",
     "",
@@ -1763,17 +1760,20 @@ NOTES: list[str] = [
     "a feature whose mean is large against its std; kept `(x - mean) / std`.",
     "- `ts * (1 / period)` instead of `ts / period` for the slot: can move a reading across a "
     "slot boundary by one ulp; kept the division.",
-    "- Formatting forecast values at float32 precision (`%.7g`) would halve the JSON cost and "
-    "the payload, but changes the digits consumers receive: left as a product decision.",
     "",
-    "What remains is outside the files of this work: the durable outbox (an INSERT and a "
-    "commit per forecast, then a SELECT to send it and a SELECT plus a DELETE and a commit "
-    "per acknowledgement), paho's network thread (each `publish` wakes it and every PUBACK is "
-    "parsed in Python; with two threads the GIL hands over on every blocking call), and, in "
-    "the current checkout, the per-forecast forecast-quality bookkeeping (`agent/quality.py`: "
-    "`actual()` loops over the pending forecasts with small numpy operations and `ratio()` "
-    "rescans its whole residual ring). The 'outbox in memory' and 'no MQTT or outbox' columns "
-    "of item 1 put figures on the first two.",
+    "What remains, and why the 1.25x target is still missed: the target leaves about 10 µs "
+    "(demo) and 24 µs (LSTM) beyond the invoke for everything else, and two costs that are not the "
+    "agent's own Python are each larger. (1) The durable outbox issue 5 requires: one SQLite "
+    "commit per loop turn, 27 µs alone, 150-225 µs in the whole path (the 'whole path' "
+    "column minus 'outbox in memory': each of its GIL releases hands the interpreter to "
+    "paho's thread). (2) paho-mqtt, the MQTT client: handing a "
+    "message over is 5 µs, but each QoS 1 message then costs paho about 70 µs of CPU in its "
+    "network thread (measured alone: 5,000 publishes with their PUBACKs), which on the loop "
+    "shows as GIL hand-overs (the 'outbox in memory' column minus the 'no MQTT or outbox' "
+    "column). A scratch prototype (not in the repository) that drives paho's loop from the "
+    "agent's main loop instead of `loop_start()`'s thread cut the whole path's CPU by 29 % "
+    "(441 -> 314 µs per forecast, demo model, durable outbox) and would end the flood's GIL "
+    "starvation; it needs its own reconnect handling and is the next step.",
 ]
 
 
