@@ -1,12 +1,21 @@
-"""The agent's one connection to the MQTT broker (paho-mqtt 2.x)."""
+"""The agent's one connection to the MQTT broker (paho-mqtt 2.x), driven by the main loop.
+
+paho's network work (reading, writing, keepalive pings, reconnecting) runs in the agent's
+own loop through :meth:`MqttLink.poll`, not in paho's ``loop_start()`` thread: one thread
+means no lock on the hot path, no hand-over of the interpreter lock between paho and the
+forecasts (it cost about 30 % of the CPU per forecast), and under a flood the loop reads
+only as fast as it forecasts, so the broker holds the backlog, not the agent's memory.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
+import select
 import ssl
-import threading
 import time
+from socket import socket as Socket
 from typing import Any, Callable, Optional
 
 import paho.mqtt.client as paho
@@ -21,8 +30,12 @@ __all__ = ["MessageHandler", "MqttLink"]
 
 logger = logging.getLogger(__name__)
 
-#: Called from paho's network thread with ``(payload, arrival unix seconds)``.
+#: Called from the main loop (inside :meth:`MqttLink.poll`) with ``(payload, arrival unix s)``.
 MessageHandler = Callable[[bytes, float], None]
+
+READS_PER_POLL = 64  #: Packets read per poll at most, so a flood cannot starve the loop.
+MISC_S = 0.25  #: How often keepalive and reconnecting are looked after, seconds.
+TCP_CONNECT_S = 5.0  #: Longest a reconnect attempt may hold the loop (unreachable host).
 
 
 class MqttLink:
@@ -30,7 +43,8 @@ class MqttLink:
     subscriptions that survive reconnects, and publishing.
 
     Start-up is strict (an unreachable or refusing broker is an error); after
-    that, paho reconnects with capped exponential backoff.
+    that, it reconnects with capped exponential backoff. Everything but
+    :meth:`publish_later` belongs to the thread that calls :meth:`poll`.
     """
 
     def __init__(self, cfg: MqttConfig, status_topic: str) -> None:
@@ -49,10 +63,7 @@ class MqttLink:
             self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             self._connect_props.SessionExpiryInterval = cfg.session_expiry_s
         self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
-        self._client.reconnect_delay_set(
-            min_delay=max(1, round(cfg.reconnect_min_s)),
-            max_delay=max(1, round(cfg.reconnect_max_s)),
-        )
+        self._client.connect_timeout = min(cfg.connect_timeout_s, TCP_CONNECT_S)
         if cfg.username is not None:
             password = cfg.password.reveal() if cfg.password is not None else None
             self._client.username_pw_set(cfg.username, password)
@@ -70,12 +81,23 @@ class MqttLink:
         self._client.on_publish = self._on_publish
         #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
         self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        #: Messages other threads asked to publish (:meth:`publish_later`), and how to
+        #: wake the loop for them.
+        self._later: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
+        self.wake: Optional[Callable[[], None]] = None
+        self._handled = 0  # packets that reached a callback: tells a busy socket from a dry one
+        self._started = False  # connect() succeeded: from now on, reconnect when lost
+        self._next_misc = 0.0
+        self._next_attempt = 0.0
+        self._delay = cfg.reconnect_min_s
+        self._attempt_started: Optional[float] = None  # a reconnect waiting for its CONNACK
+        self._stale = False  # that reconnect never got its CONNACK
         self._subscriptions: list[tuple[str, int]] = []
-        #: Called (network thread) after every successful connect, once online is published.
+        #: Called (in poll) after every successful connect, once online is published.
         self.on_connected: list[Callable[[], None]] = []
         #: If set, asked before each incoming message is handled; False drops it (load shedding).
         self.gate: Optional[Callable[[], bool]] = None
-        self._connack = threading.Event()
+        self._connack = False
         self._connack_reason: Any = None
         self.connected = False
         #: Unix time the connection was lost, None while connected.
@@ -92,6 +114,7 @@ class MqttLink:
         """
 
         def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+            self._handled += 1
             gate = self.gate if gated else None
             if gate is not None and not gate():
                 return  # shed before parsing: under a flood, parsing is the cost
@@ -129,19 +152,103 @@ class MqttLink:
                 f"cannot reach {where}: {exc.strerror or exc}; "
                 "check the URL and that the broker runs"
             ) from exc
-        self._client.loop_start()
-        if not self._connack.wait(self.cfg.connect_timeout_s):
-            self._stop_loop()
+        deadline = time.monotonic() + self.cfg.connect_timeout_s
+        while not self._connack and self._client.socket() is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.poll(min(left, 0.1))
+        reason = self._connack_reason
+        if not self._connack:
+            self._client.disconnect()
             raise PublishError(
                 f"{where} did not answer within {self.cfg.connect_timeout_s:g} s "
                 "(mqtt.connect_timeout_s); is it an MQTT broker?"
             )
-        reason = self._connack_reason
         if reason is not None and reason.is_failure:
-            self._stop_loop()
+            self._client.disconnect()
             raise PublishError(
                 f"{where} refused the connection: {reason}; check mqtt.username and the password"
             )
+        self._started = True
+
+    def socket(self) -> Optional[Socket]:
+        """The broker connection's socket, None while disconnected."""
+        sock: Any = self._client.socket()
+        return sock  # type: ignore[no-any-return]
+
+    def poll(self, timeout: float, extra: Optional[Socket] = None) -> bool:
+        """Wait up to ``timeout`` s for the broker (or for ``extra`` to be readable), then
+        do paho's reading, writing, keepalive and reconnecting. Returns True if ``extra``
+        is readable (another thread woke the loop)."""
+        while self._later:  # from other threads: publish in this one
+            topic, payload, qos, retain = self._later.popleft()
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+        sock = self._client.socket()
+        rlist: list[Any] = [] if extra is None else [extra]
+        wlist: list[Any] = []
+        if sock is not None:
+            rlist.append(sock)
+            if self._client.want_write():
+                wlist.append(sock)
+        readable: list[Any] = []
+        if rlist or wlist:
+            try:
+                readable = select.select(rlist, wlist, [], timeout)[0]
+            except (OSError, ValueError):  # the socket closed under us: next turn reconnects
+                readable = []
+        elif timeout > 0:
+            time.sleep(timeout)
+        client = self._client
+        if sock is not None and sock in readable:
+            for _ in range(READS_PER_POLL):  # paho reads one packet per call here
+                before = self._handled
+                client.loop_read()
+                if self._handled == before or client.socket() is None:
+                    break  # the socket ran dry (or closed)
+        if client.socket() is not None and client.want_write():
+            client.loop_write()  # what callbacks published, or what a full socket held back
+        if time.monotonic() >= self._next_misc:
+            self._maintain()
+        return extra is not None and extra in readable
+
+    def publish_later(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        """Publish from another thread: the loop sends it at its next turn."""
+        self._later.append((topic, payload, qos, retain))
+        if self.wake is not None:
+            self.wake()
+
+    def _maintain(self) -> None:
+        """Keepalive pings, a lost broker noticed, and reconnecting with backoff."""
+        now = time.monotonic()
+        self._next_misc = now + MISC_S
+        client = self._client
+        if client.socket() is not None:
+            client.loop_misc()
+            started = self._attempt_started
+            if started is not None and now - started > self.cfg.connect_timeout_s:
+                logger.warning("MQTT broker did not answer the reconnect; trying again")
+                self._attempt_started = None
+                self._stale = True  # reconnect() closes the silent socket itself
+                self._schedule(now)
+        if self._closing or not self._started or now < self._next_attempt:
+            return
+        if client.socket() is None or self._stale:
+            self._stale = False
+            self._reconnect(now)
+
+    def _reconnect(self, now: float) -> None:
+        try:
+            self._client.reconnect()  # TCP (and TLS) connect: at most TCP_CONNECT_S
+        except OSError as exc:
+            self._schedule(now)
+            logger.debug("reconnect to MQTT broker failed: %s", exc)
+            return
+        self._attempt_started = time.monotonic()
+
+    def _schedule(self, now: float) -> None:
+        self._next_attempt = now + self._delay
+        self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
         """Queue a message with paho; returns paho's ``MQTTMessageInfo``."""
@@ -150,30 +257,32 @@ class MqttLink:
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish ``offline`` (retained), wait for it, and disconnect cleanly."""
         self._closing = True
+        deadline = time.monotonic() + timeout_s
         if self.connected:
             info = self._client.publish(
                 self.status_topic, b"offline", qos=self.cfg.qos, retain=True
             )
-            try:
-                info.wait_for_publish(timeout_s)
-            except (RuntimeError, ValueError):
+            while not info.is_published() and self.connected and time.monotonic() < deadline:
+                self.poll(0.05)
+            if not info.is_published():
                 logger.warning("could not publish offline status before disconnecting")
-        self._client.disconnect()
-        self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._client.loop_stop()
+        self._client.disconnect()  # written now, or by the polls below; then the socket closes
+        while self._client.socket() is not None and time.monotonic() < deadline:
+            self.poll(0.05)
 
     def _on_publish(
         self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _props: Any
     ) -> None:
+        self._handled += 1
         self.acks.put(mid)
 
     def _on_connect(
         self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._handled += 1
         self._connack_reason = reason
-        self._connack.set()
+        self._connack = True
+        self._attempt_started = None
         if reason.is_failure:
             logger.error("MQTT broker refused the connection: %s", reason)
             return
@@ -181,13 +290,14 @@ class MqttLink:
             logger.info("reconnected to MQTT broker")
         self.connected = True
         self.disconnected_since = None
+        self._delay = self.cfg.reconnect_min_s
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
         client.publish(self.status_topic, b"online", qos=self.cfg.qos, retain=True)
         for callback in self.on_connected:
             try:
                 callback()
-            except Exception:  # a hook must not kill paho's network thread
+            except Exception:  # a hook must not break the connection's handling
                 logger.exception("after connecting")
 
     def _on_disconnect(
@@ -199,3 +309,6 @@ class MqttLink:
         if self.connected:
             self.disconnected_since = time.time()
         self.connected = False
+        self._attempt_started = None
+        if self._started and not self._closing:
+            self._schedule(time.monotonic())

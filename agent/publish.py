@@ -161,5 +161,5 @@ class OutboxSender:
         deadline = time.monotonic() + timeout_s
         while self.outbox.depth and time.monotonic() < deadline:
             self.pump()
-            time.sleep(0.01)
+            self._link.poll(0.01)
         return self.outbox.depth == 0

@@ -1,17 +1,21 @@
 """Wiring: sources -> windows -> forecasters -> publishers, run by one loop.
 
-Sources (the MQTT network thread) hand reading batches over a queue; this
-loop owns every window, forecaster and publisher, so nothing on the hot path
-takes a lock.
+One thread, the main loop, owns every window, forecaster and publisher and
+the MQTT connection (its reads, writes and reconnects run in the loop's turn),
+so nothing on the hot path takes a lock. Sources in other threads (files,
+commands, stdin) hand reading batches over a queue and wake the loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import signal
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
@@ -199,6 +203,12 @@ class Service:
         self.shed = 0  #: Reading batches dropped because the loop was behind (a flood).
         prefix, device = cfg.mqtt.topic_prefix, cfg.device.id
         self.link = MqttLink(cfg.mqtt, status_topic(prefix, device))
+        # Other threads (sources, model updates, signal handlers) wake the loop's select.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._loop_thread = threading.get_ident()
+        self.link.wake = self._wake
         self.outbox = Outbox(
             cfg.state_dir / f"outbox-{device}.db",
             max_messages=cfg.outbox_max_messages,
@@ -212,7 +222,7 @@ class Service:
         if cfg.updates.enabled:
             self.updater = ModelUpdater(
                 cfg,
-                lambda topic, body: self.link.publish(topic, body, qos=cfg.mqtt.qos, retain=True),
+                lambda topic, body: self.link.publish_later(topic, body, cfg.mqtt.qos, retain=True),
                 lambda _stream: self.request_reload(),
             )
             for topic in self.updater.topics:
@@ -379,7 +389,7 @@ class Service:
         self.link.publish(topic, json.dumps(snapshot(self)).encode(), qos=0, retain=True)
 
     def _publish_discovery(self) -> None:
-        """Home Assistant discovery configs, retained (network thread or main loop)."""
+        """Home Assistant discovery configs, retained (after each connect, and on request)."""
         streams = [(s.cfg.name, s.bundle.manifest) for s in self.streams]
         for topic, payload in discovery_messages(self.cfg, streams, self.link.status_topic):
             self.link.publish(topic, payload, qos=1, retain=True)
@@ -392,7 +402,7 @@ class Service:
             self.link.publish(self.link.status_topic, b"online", qos=self.cfg.mqtt.qos, retain=True)
 
     def _accepting(self) -> bool:
-        """MQTT messages' gate (network thread): shed before parsing when the loop is behind."""
+        """MQTT messages' gate: shed before parsing when the loop is behind."""
         if self._queue.qsize() >= MAX_QUEUED:
             self.shed += 1
             return False
@@ -407,6 +417,14 @@ class Service:
             self.shed += 1
             return
         self._queue.put(batch)
+        if threading.get_ident() != self._loop_thread:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Make the loop's wait return (any thread, and signal handlers)."""
+        # Full: the loop wakes anyway. Closed: shutting down.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
 
     def _publisher(self, s: Stream) -> ForecastPublisher:
         cfg, m = self.cfg, s.bundle.manifest
@@ -428,6 +446,7 @@ class Service:
         """Reload every stream's model at the next loop turn (safe from a signal handler)."""
         self._reload = True
         self._queue.put([])
+        self._wake()
 
     def _reload_models(self, only_changed: bool) -> None:
         """Swap in new bundles between two forecasts; a bad one leaves the old running."""
@@ -475,9 +494,7 @@ class Service:
     def stop(self) -> None:
         """Ask the loop to finish (safe from signal handlers and other threads)."""
         self._stopping = True
-        # Wake the loop: SimpleQueue.put is reentrant (safe in a signal handler), and a
-        # get() interrupted by a signal was seen to miss its timeout and block for good.
-        self._queue.put([])
+        self._wake()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop gracefully; a second one exits at once."""
@@ -497,6 +514,7 @@ class Service:
 
     def run(self) -> None:
         """Connect, then process readings and forecast until stopped."""
+        self._loop_thread = threading.get_ident()  # MQTT handlers run here: no wake needed
         self._start_prometheus()  # a busy port fails before anything else starts
         self.notifier.status(f"connecting to {self.cfg.mqtt.url}")
         try:
@@ -525,18 +543,7 @@ class Service:
         next_metrics = time.monotonic()
         try:
             while not self._stopping:
-                try:
-                    batch = self._queue.get(timeout=TICK_S)
-                except queue.Empty:
-                    batch = None
-                now = time.time()
-                if batch is not None:
-                    self._ingest(batch, now)
-                    self._drain(now, limit=1000)
-                self._tick(now)
-                self._forecast_due()
-                self.sender.pump()
-                self._heartbeat()
+                self.turn(TICK_S)
                 if self._reload:
                     self._reload = False
                     self._reload_models(only_changed=False)
@@ -576,8 +583,27 @@ class Service:
             self.notifier.close()
             if self.updater is not None:
                 self.updater.close()
+            self._wake_r.close()
+            self._wake_w.close()
             if self._prometheus is not None:
                 self._prometheus[0].shutdown()
+
+    def turn(self, timeout: float) -> None:
+        """One turn of the loop: wait up to ``timeout`` s for the broker or another thread,
+        take what came (MQTT messages are parsed and queued in ``link.poll``), close due
+        periods, forecast, send, and tell systemd the loop is alive."""
+        if self.link.poll(0.0 if not self._queue.empty() else timeout, self._wake_r):
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass  # drained
+        now = time.time()
+        self._drain(now, limit=1000)
+        self._tick(now)
+        self._forecast_due()
+        self.sender.pump()
+        self._heartbeat()
 
     def _heartbeat(self) -> None:
         """One loop turn done: ping systemd's watchdog, refresh the health file and status."""

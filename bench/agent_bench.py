@@ -357,6 +357,9 @@ def child_path(spec: dict[str, Any]) -> dict[str, Any]:
             assert pos is not None
             src.handle(feed[pos[0]], time.time())
             pos[0] += 1
+            if hasattr(s, "turn"):  # the loop's own turn: paho's I/O runs in it
+                s.turn(0.0)
+                return
             now = time.time()
             s._drain(now, None)
             s._tick(now)
@@ -1093,7 +1096,9 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         "the agent's MQTT source -> its queue -> the Service's ingest -> window -> forecast "
         "(normalize, invoke, de-normalize) -> JSON -> durable outbox (SQLite on disk) -> paho "
         "`publish` to a real Mosquitto (acks handled on the next turn), in the agent's own "
-        "`Service` (in process, the loop's turn called directly). Bare: `set_tensor`, `invoke`, "
+        "`Service` (in process, the loop's turn called directly: `Service.turn` in the after "
+        "tree, where paho's reads and writes run in the turn; in the before tree paho had its "
+        "own network thread). Bare: `set_tensor`, `invoke`, "
         "`get_tensor` on the same bundle, same runtime, 1 thread. LiteRT, XNNPACK on (the "
         "agent's default)."
     )
@@ -1127,10 +1132,10 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     a("")
     a(
         "Ratios are of wall-clock medians; the CPU-time ratio counts the process's CPU time (all "
-        "threads, paho's network thread included) and is less sensitive to the other work on "
-        "this machine. 'Outbox in memory': the same path with the outbox's SQLite replaced by its "
-        "in-memory fallback (what durability costs). 'No MQTT or outbox': parse -> window -> "
-        "forecast -> JSON only (what the agent computes)."
+        "threads: the before tree's paho network thread included) and is less sensitive to the "
+        "other work on this machine. 'Outbox in memory': the same path with the outbox's "
+        "SQLite replaced by its in-memory fallback (what durability costs). 'No MQTT or "
+        "outbox': parse -> window -> forecast -> JSON only (what the agent computes)."
     )
     a("")
     a(

@@ -74,7 +74,7 @@ class MqttJsonSource(_MqttSource):
         self._indexed = tuple(enumerate(features))
 
     def handle(self, payload: bytes, arrival: float) -> None:
-        """Parse one message (called from the MQTT network thread); ``arrival`` in Unix s."""
+        """Parse one message (called in the main loop's MQTT poll); ``arrival`` in Unix s."""
         self.messages += 1
         if len(payload) > MAX_PAYLOAD:
             self._bad("too_large", f"payload of {len(payload)} bytes (limit {MAX_PAYLOAD})")
@@ -113,7 +113,7 @@ class MqttValueSource(_MqttSource):
         self._value_key = ((feature_index, "value"),)
 
     def handle(self, payload: bytes, arrival: float) -> None:
-        """Parse one message (called from the MQTT network thread); ``arrival`` in Unix s."""
+        """Parse one message (called in the main loop's MQTT poll); ``arrival`` in Unix s."""
         self.messages += 1
         if len(payload) > MAX_PAYLOAD:
             self._bad("too_large", f"payload of {len(payload)} bytes (limit {MAX_PAYLOAD})")
