@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 #: Called from the main loop (inside :meth:`MqttLink.poll`) with ``(payload, arrival unix s)``.
 MessageHandler = Callable[[bytes, float], None]
 
-READS_PER_POLL = 64  #: Packets read per poll at most, so a flood cannot starve the loop.
+#: Packets handled per poll (about; paho may take a few more in one call), so a flood backs
+#: up in the broker and cannot starve the loop.
+READS_PER_POLL = 64
 MISC_S = 0.25  #: How often keepalive and reconnecting are looked after, seconds.
 TCP_CONNECT_S = 5.0  #: Longest a reconnect attempt may hold the loop (unreachable host).
 
@@ -201,7 +203,9 @@ class MqttLink:
             time.sleep(timeout)
         client = self._client
         if sock is not None and sock in readable:
-            for _ in range(READS_PER_POLL):  # paho reads one packet per call here
+            # One loop_read() takes one packet, or as many as paho has messages in flight.
+            limit = self._handled + READS_PER_POLL
+            while self._handled < limit:
                 before = self._handled
                 client.loop_read()
                 if self._handled == before or client.socket() is None:
