@@ -1731,8 +1731,8 @@ NOTES: list[str] = [
     "This round (before = `a449517`, the figures above):",
     "",
     "- **JSON both ways with orjson** (`agent/sources/parse.py`, `agent/publish.py`; a "
-    "well-kept library with wheels for every Pi architecture): parsing a reading 5.0 -> 1.9 µs "
-    "in the stage table, the forecast message 14.5 -> 3.3 µs. Readings orjson refuses (`NaN`, "
+    "well-kept library with wheels for every Pi architecture): parsing a reading about 5 -> 2-3 µs "
+    "in the stage table, the forecast message about 15 -> 3.3 µs. Readings orjson refuses (`NaN`, "
     "integers past 64 bits, lone surrogates) still go through `json`, so what is accepted did "
     "not change; a non-finite forecast value is now `null` instead of the invalid `NaN`.",
     "- **Forecast quality** (`agent/quality.py`): forecasts and actuals are copied into "
@@ -1742,12 +1742,25 @@ NOTES: list[str] = [
     "- **Durable outbox** (`agent/outbox.py`): one commit per loop turn, made before anything "
     "is handed out to send (issue 5's rule, unchanged); the acknowledged forecasts' deletes "
     "ride along with it, and the newest 256 messages are also kept in memory so sending "
-    "needs no disk read. A forecast's life in the outbox (put, hand out, ack) 53.5 -> 27.2 "
+    "needs no disk read. A forecast's life in the outbox (put, hand out, ack) about 55 -> 30 "
     "µs; two commits and three statements became one commit and two statements.",
     "- `Bundle.label` computed once (a `Path.stem` per forecast).",
-    "- Net: what the agent computes (parse, window, forecast, JSON, quality) went from 2.6x "
-    "to 1.8x the bare invoke for the demo model and from 2.1x to 1.3x for LSTM(64) x 48; the "
-    "whole path from 13.9x to 11.1x and from 5.0x to 4.3x.",
+    "- **paho runs in the agent's loop** (`agent/mqtt.py`, `agent/service.py`): "
+    "`MqttLink.poll` selects on the broker's socket and a wake socket (file, command and "
+    "stdin sources, model updates and signal handlers write to it), handles about 64 packets "
+    "a turn, writes what callbacks queued, sends keepalives and reconnects with the "
+    "configured backoff, instead of `loop_start()`'s thread. Before, every publish woke that "
+    "thread and every PUBACK, SQLite commit and `invoke()` handed the interpreter lock back "
+    "and forth; the CPU-time column shows what that cost. Ingest through Mosquitto went from "
+    "about 24,000 to 84,000 readings/s (item 2), and under a 200k msg/s flood the agent "
+    "takes 47k msg/s instead of 31k with the longest gap between forecasts 1.0 s instead "
+    "of 2.6 s (`bench/RESULTS-flood.md`).",
+    "- Net, in this run (before -> after): what the agent computes (parse, window, forecast, "
+    "JSON, quality) 156 -> 78 µs per forecast (demo) and 195 -> 132 µs (LSTM), 1.8x and "
+    "1.4x the bare invoke; the whole path 633 -> 455 µs and 615 -> 408 µs; the process's CPU "
+    "time per forecast 730 -> 470 µs and 690 -> 427 µs (-36 % and -38 %). Figures move by "
+    "10-20 % between runs on this shared machine: three runs after the paho change gave "
+    "9.7-10.6x (demo) and 4.1-4.3x (LSTM) for the whole path.",
     "",
     "The round before (against `5031d30`): the window's per-feature state in plain lists "
     "(`Window.add` 0.97M -> 3.0M readings/s), de-quantization and de-normalization folded "
@@ -1766,19 +1779,18 @@ NOTES: list[str] = [
     "- `ts * (1 / period)` instead of `ts / period` for the slot: can move a reading across a "
     "slot boundary by one ulp; kept the division.",
     "",
-    "What remains, and why the 1.25x target is still missed: the target leaves about 10 µs "
-    "(demo) and 24 µs (LSTM) beyond the invoke for everything else, and two costs that are not the "
-    "agent's own Python are each larger. (1) The durable outbox issue 5 requires: one SQLite "
-    "commit per loop turn, 27 µs alone, 150-225 µs in the whole path (the 'whole path' "
-    "column minus 'outbox in memory': each of its GIL releases hands the interpreter to "
-    "paho's thread). (2) paho-mqtt, the MQTT client: handing a "
-    "message over is 5 µs, but each QoS 1 message then costs paho about 70 µs of CPU in its "
-    "network thread (measured alone: 5,000 publishes with their PUBACKs), which on the loop "
-    "shows as GIL hand-overs (the 'outbox in memory' column minus the 'no MQTT or outbox' "
-    "column). A scratch prototype (not in the repository) that drives paho's loop from the "
-    "agent's main loop instead of `loop_start()`'s thread cut the whole path's CPU by 29 % "
-    "(441 -> 314 µs per forecast, demo model, durable outbox) and would end the flood's GIL "
-    "starvation; it needs its own reconnect handling and is the next step.",
+    "What remains, and why the 1.25x target is still missed: it leaves about 10 µs (demo) "
+    "and 25 µs (LSTM) beyond the invoke for everything else, and three costs are each that "
+    "large on their own. (1) The durable outbox issue 5 requires (every forecast on disk "
+    "before it is sent): one SQLite commit per loop turn, about 30 µs alone and 120-170 µs "
+    "in the whole path (the 'whole path' column minus 'outbox in memory'). (2) paho-mqtt: "
+    "handing a message over is 5 µs, but a QoS 1 message then costs paho about 70 µs of "
+    "CPU to write and to read its PUBACK in Python (measured alone: 5,000 publishes with "
+    "their acks), now inside the loop's turn ('outbox in memory' minus 'no MQTT or outbox'). "
+    "(3) CPython itself: parsing, the queue, the window, normalizing, JSON and quality "
+    "tracking are 1-4 µs each, about 30 µs together. Meeting 1.25x would take a decision: "
+    "a path without the durable write (an in-memory outbox, losing issue 5's guarantee) or "
+    "an MQTT client in C; for a model as small as the demo's (36 µs) not even that would do.",
 ]
 
 
