@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -96,17 +96,23 @@ def fill_disk(mount: Path) -> None:
         pass  # ENOSPC: full
 
 
-@pytest.fixture(scope="session")
-def mosquitto() -> Iterator[MosquittoBroker]:
-    """The system's mosquitto on a free loopback port for the whole session."""
+def run_mosquitto(conf: Optional[str] = None) -> Iterator[MosquittoBroker]:
+    """A started system mosquitto (``conf`` as for :class:`MosquittoBroker`), closed after;
+    for fixtures to ``yield from``. Fails (CI) or skips when mosquitto is not installed."""
     binary = MosquittoBroker.find()
     if binary is None:
         missing_tool("mosquitto is not installed: apt-get install mosquitto")
     assert binary is not None
-    broker = MosquittoBroker(binary)
+    broker = MosquittoBroker(binary, conf=conf)
     broker.start()
     yield broker
     broker.close()
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[MosquittoBroker]:
+    """The system's mosquitto on a free loopback port for the whole session."""
+    yield from run_mosquitto()
 
 
 @pytest.fixture

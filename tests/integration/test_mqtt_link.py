@@ -16,7 +16,7 @@ import pytest
 from agent.config import load_config
 from agent.demo import MosquittoBroker
 from agent.mqtt import TCP_CONNECT_S, MqttLink
-from tests.conftest import REPO, Subscriber, missing_tool
+from tests.conftest import REPO, Subscriber, run_mosquitto
 
 DATA = REPO / "tests" / "data"
 
@@ -53,14 +53,8 @@ class SilentServer:
 
 @pytest.fixture
 def own_broker() -> Iterator[MosquittoBroker]:
-    binary = MosquittoBroker.find()
-    if binary is None:
-        missing_tool("mosquitto is not installed: apt-get install mosquitto")
-    assert binary is not None
-    broker = MosquittoBroker(binary)
-    broker.start()
-    yield broker
-    broker.close()
+    """A broker of its own: this test stops and restarts it."""
+    yield from run_mosquitto()
 
 
 def _poll_until(link: MqttLink, pred: Callable[[], object], seconds: float) -> tuple[bool, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.demo import MosquittoBroker
-from tests.conftest import missing_tool
+from tests.conftest import missing_tool, run_mosquitto
 
 PASSWORD = "s3cret-Pa55"
 
@@ -50,20 +50,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _broker(conf: str) -> Iterator[MosquittoBroker]:
-    binary = MosquittoBroker.find()
-    if binary is None:
-        missing_tool("mosquitto is not installed: apt-get install mosquitto")
-    assert binary is not None
-    broker = MosquittoBroker(binary, conf=conf)
-    broker.start()
-    yield broker
-    broker.close()
-
-
 @pytest.fixture(scope="module")
 def tls_broker(pki: Path) -> Iterator[MosquittoBroker]:
-    yield from _broker(
+    yield from run_mosquitto(
         f"listener {{port}} 127.0.0.1\nallow_anonymous true\ncafile {pki}/ca.crt\n"
         f"certfile {pki}/server.crt\nkeyfile {pki}/server.key\nrequire_certificate true\n"
     )
@@ -71,7 +60,7 @@ def tls_broker(pki: Path) -> Iterator[MosquittoBroker]:
 
 @pytest.fixture(scope="module")
 def wrong_name_broker(pki: Path) -> Iterator[MosquittoBroker]:
-    yield from _broker(
+    yield from run_mosquitto(
         f"listener {{port}} 127.0.0.1\nallow_anonymous true\ncafile {pki}/ca.crt\n"
         f"certfile {pki}/wrongname.crt\nkeyfile {pki}/wrongname.key\n"
     )
@@ -86,7 +75,7 @@ def password_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqui
     passwd = tmp_path_factory.mktemp("passwd") / "passwd"
     subprocess.run([tool, "-b", "-c", str(passwd), "pi", PASSWORD], check=True)
     passwd.chmod(0o644)  # mosquitto may drop privileges
-    yield from _broker(
+    yield from run_mosquitto(
         f"listener {{port}} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
     )
 

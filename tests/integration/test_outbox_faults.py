@@ -18,29 +18,20 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker, free_port
-from tests.conftest import json_lines, missing_tool, start_agent
+from agent.demo import MosquittoBroker
+from tests.conftest import json_lines, run_mosquitto, start_agent
 
 PERIOD = 0.2
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    binary = MosquittoBroker.find()
-    if binary is None:
-        missing_tool("mosquitto is not installed: apt-get install mosquitto")
-    assert binary is not None
     store = tmp_path / "mosquitto-db"
     store.mkdir()
-    b = MosquittoBroker(
-        binary,
-        port=free_port(),
-        conf=f"listener {{port}} 127.0.0.1\nallow_anonymous true\n"
-        f"persistence true\npersistence_location {store}/\nautosave_interval 1\n",
+    yield from run_mosquitto(
+        f"listener {{port}} 127.0.0.1\nallow_anonymous true\n"
+        f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
     )
-    b.start()
-    yield b
-    b.close()
 
 
 class Collector:
