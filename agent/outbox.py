@@ -17,11 +17,11 @@ that durability is degraded.
 Writes are grouped: a message is staged by :meth:`Outbox.put` and committed, with
 whatever else the loop turn staged, at the end of the turn (:meth:`Outbox.sync`) and in
 any case before :meth:`Outbox.pending` hands it out for sending, so no message reaches
-the broker before it is on disk. Acknowledged messages
-are deleted in the same transactions (or at most ``sync`` seconds later): a crash in
-between only means a message the broker already has is sent again, which QoS 1 allows
-and the message id lets consumers drop. Recently put messages are also kept in memory,
-so sending them needs no read from disk.
+the broker before it is on disk. Acknowledged messages are deleted in the same
+transactions (or at most ``sync``'s ``max_age_s`` later): a crash in between only means
+a message the broker already has is sent again, which QoS 1 allows and the message id
+lets consumers drop. Recently put messages are also kept in memory, so sending them
+needs no read from disk.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class Outbox:
     def _pending(self, after: int, limit: int) -> list[Message]:
         out: list[Message] = []
         if self._db is not None and after + 1 >= self._cache_from:
-            out = []  # the newest messages: from memory, no disk read
+            # the newest messages: from memory, no disk read
             for msg_id, msg in reversed(self._cache.items()):
                 if msg_id <= after:
                     break
