@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import numpy as np
 
 from agent.errors import ModelError
-from agent.manifest import Bundle, min_runtime_version
+from agent.manifest import Bundle
 from agent.runtime import Runtime, load_runtime
+from agent.tflite import min_runtime_version
 
-__all__ = ["BATCH_SIGNATURE", "Forecaster", "Rollout", "check_fits"]
+__all__ = ["BATCH_SIGNATURE", "Forecaster", "Rollout", "check_fits", "plain_shape"]
 
 #: Name of the batched signature a bundle converted with ``--batch`` carries.
 BATCH_SIGNATURE = "forecast_batch"
+
+
+def plain_shape(dims: Any) -> tuple[int, ...]:
+    """A tensor shape as plain ints, ``(1, 24, 2)``: interpreters give numpy arrays, whose
+    items print as ``np.int32(1)`` in messages."""
+    return tuple(int(d) for d in dims)
 
 
 class Forecaster:
@@ -36,16 +44,16 @@ class Forecaster:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{where}: expected one input and one output tensor")
         inp, out = inputs[0], outputs[0]
-        want_in = [1, m.window, len(m.features)]
-        if list(inp["shape"]) != want_in:
+        want_in = (1, m.window, len(m.features))
+        if plain_shape(inp["shape"]) != want_in:
             raise ModelError(
-                f"{where}: input tensor shape {list(inp['shape'])} does not match the manifest "
-                f"{want_in} (window x features); reconvert the model"
+                f"{where}: input tensor shape {plain_shape(inp['shape'])} does not match the "
+                f"manifest's {want_in} (1 x window x features); reconvert the model"
             )
-        n_out = int(np.prod(out["shape"]))
-        if n_out != m.horizon * len(m.targets) or out["shape"][0] != 1:
+        out_shape = plain_shape(out["shape"])
+        if math.prod(out_shape) != m.horizon * len(m.targets) or out_shape[:1] != (1,):
             raise ModelError(
-                f"{where}: output tensor shape {list(out['shape'])} does not hold the manifest's "
+                f"{where}: output tensor shape {out_shape} does not hold the manifest's "
                 f"{m.horizon} steps x {len(m.targets)} targets; reconvert the model"
             )
         for side, detail, quant in (("input", inp, m.input), ("output", out, m.output)):
@@ -108,10 +116,10 @@ class Forecaster:
             )
         self._batch_runner = runner
         self._batch_in_name = next(iter(inputs))
-        shape = list(next(iter(inputs.values()))["shape"])
-        if shape != [size, m.window, len(m.features)]:
+        got = plain_shape(next(iter(inputs.values()))["shape"])
+        if got != (size, m.window, len(m.features)):
             raise ModelError(
-                f"model {self.bundle.path}: batch signature input {shape} does not match "
+                f"model {self.bundle.path}: batch signature input shape {got} does not match "
                 f"the manifest's batch {size} of {m.window} x {len(m.features)}"
             )
         self._bx = np.zeros((size, m.window, len(m.features)), dtype=np.float32)

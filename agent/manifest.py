@@ -12,27 +12,54 @@ import functools
 import hashlib
 import json
 import math
-import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from agent.errors import ModelError
+from agent.tflite import (
+    DEFAULT_MAX_BUNDLE_BYTES,
+    min_runtime_version,
+    read_metadata,
+    read_model_file,
+)
 
 __all__ = [
+    "DEFAULT_MAX_BUNDLE_BYTES",
     "METADATA_NAME",
     "Accuracy",
     "Bundle",
     "Manifest",
     "Norm",
     "TensorQuant",
+    "min_runtime_version",
     "read_bundle",
     "read_manifest_bytes",
+    "read_model_file",
 ]
 
 METADATA_NAME = "sensorcast.manifest"
 FORMAT_VERSION = 1
 QUANT_MODES = ("float32", "float16", "dynamic", "int8")
+
+# Bounds on manifest numbers. Anything outside is a damaged or hostile bundle, refused when it
+# is read, before a number can reach the hot path (period_s = 1e-300 made the window's slot
+# arithmetic overflow on the first reading).
+#: Sampling period, seconds: 1 ms .. 366 days.
+PERIOD_S_MIN, PERIOD_S_MAX = 1e-3, 366 * 86400.0
+#: Window and horizon, steps.
+MAX_STEPS = 100_000
+#: Input features and targets, each.
+MAX_COLUMNS = 1_000
+#: Windows per batched call.
+MAX_BATCH = 4_096
+#: Normalization, in the column's units: ``|mean| <= NORM_LIMIT`` and
+#: ``1 / NORM_LIMIT <= std <= NORM_LIMIT``, so normalizing a reading stays well inside float32.
+NORM_LIMIT = 1e12
+#: Scale of an int8 tensor: ``1 / QUANT_SCALE_LIMIT .. QUANT_SCALE_LIMIT``.
+QUANT_SCALE_LIMIT = 1e9
+#: Accuracy figures (target units) and latency (ms): finite, ``0 .. MEASURE_MAX``.
+MEASURE_MAX = 1e30
 
 
 @dataclass(frozen=True)
@@ -114,23 +141,59 @@ class Manifest:
         return _manifest_from_dict(data)
 
 
+def _show(value: Any) -> str:
+    """A value for an error message: short, whatever the manifest put there."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _want(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
     if key not in data:
         raise ModelError(f"manifest field {where}{key} is missing")
     value = data[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any double: finite in JSON, not as a float
+            raise ModelError(
+                f"manifest field {where}{key} = {_show(data[key])} is out of range"
+            ) from None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ModelError(f"manifest field {where}{key} must be {kind.__name__}")
+        raise ModelError(f"manifest field {where}{key} = {_show(value)} must be {kind.__name__}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ModelError(f"manifest field {where}{key} must be finite")
+        raise ModelError(f"manifest field {where}{key} = {_show(value)} must be finite")
     return value
+
+
+def _number(
+    data: dict[str, Any], key: str, kind: type, low: float, high: float, where: str = ""
+) -> Any:
+    """``data[key]``, an int or finite float within ``low .. high`` (inclusive)."""
+    value = _want(data, key, kind, where)
+    if not low <= value <= high:
+        unit = " s" if key.endswith("_s") else " ms" if key.endswith("_ms") else ""
+        raise ModelError(
+            f"manifest field {where}{key} = {_show(value)} is out of range "
+            f"({low:.15g} .. {high:.15g}{unit})"
+        )
+    return value
+
+
+def _optional(
+    data: dict[str, Any], key: str, kind: type, default: Any, low: float, high: float, where: str
+) -> Any:
+    """Like :func:`_number` for a field older bundles may lack (absent or null: default)."""
+    if data.get(key) is None:
+        return default
+    return _number(data, key, kind, low, high, where)
 
 
 def _names(data: dict[str, Any], key: str) -> tuple[str, ...]:
     raw = _want(data, key, list)
     if not raw or not all(isinstance(n, str) and n for n in raw):
         raise ModelError(f"manifest field {key} must be a non-empty list of names")
+    if len(raw) > MAX_COLUMNS:
+        raise ModelError(f"manifest field {key} has {len(raw)} names, more than {MAX_COLUMNS}")
     if len(set(raw)) != len(raw):
         raise ModelError(f"manifest field {key} has duplicate names")
     return tuple(raw)
@@ -142,59 +205,72 @@ def _tensor_quant(data: dict[str, Any], key: str) -> TensorQuant:
         raise ModelError(f"manifest field {key} must be an object")
     dtype = raw.get("dtype", "float32")
     if dtype not in ("float32", "int8"):
-        raise ModelError(f"manifest field {key}.dtype must be float32 or int8, not {dtype!r}")
-    scale = float(raw.get("scale", 0.0))
-    zero_point = int(raw.get("zero_point", 0))
-    if dtype == "int8" and not (math.isfinite(scale) and scale > 0):
-        raise ModelError(f"manifest field {key}.scale must be > 0 for an int8 tensor")
+        raise ModelError(f"manifest field {key}.dtype must be float32 or int8, not {_show(dtype)}")
+    where = f"{key}."
+    if dtype == "int8":  # real = (q - zero_point) * scale: the scale divides and multiplies
+        scale = _number(raw, "scale", float, 1 / QUANT_SCALE_LIMIT, QUANT_SCALE_LIMIT, where)
+    else:  # unused for a float tensor, but still a number
+        scale = _optional(raw, "scale", float, 0.0, 0.0, QUANT_SCALE_LIMIT, where)
+    zero_point = _optional(raw, "zero_point", int, 0, -128, 127, where)
     return TensorQuant(dtype=dtype, scale=scale, zero_point=zero_point)
+
+
+def _norm(name: str, entry: Any) -> Norm:
+    where = f"normalization.{name}."
+    if not isinstance(entry, dict):
+        raise ModelError(f"manifest field normalization.{name} must be an object")
+    mean = _number(entry, "mean", float, -NORM_LIMIT, NORM_LIMIT, where)
+    std = _want(entry, "std", float, where)
+    if std <= 0:
+        raise ModelError(f"manifest field {where}std = {_show(std)} must be > 0")
+    std = _number(entry, "std", float, 1 / NORM_LIMIT, NORM_LIMIT, where)
+    return Norm(mean=mean, std=std)
+
+
+def _accuracy(raw: dict[str, Any], horizon: int, targets: int) -> Accuracy:
+    where = "accuracy."
+    return Accuracy(
+        mae=_number(raw, "mae", float, 0.0, MEASURE_MAX, where),
+        max_abs=_number(raw, "max_abs", float, 0.0, MEASURE_MAX, where),
+        windows=_number(raw, "windows", int, 0, 2**53, where),
+        data=str(raw.get("data", "")),
+        target_std=_optional(raw, "target_std", float, 0.0, 0.0, MEASURE_MAX, where),
+        forecast_mae=_forecast_mae(raw.get("forecast_mae"), horizon, targets),
+    )
 
 
 def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
     fmt = data.get("format", FORMAT_VERSION)
-    if fmt != FORMAT_VERSION:
+    if type(fmt) is not int or fmt != FORMAT_VERSION:  # type(): true == 1 in Python
         raise ModelError(
-            f"manifest format {fmt!r} is not supported by this agent (wants {FORMAT_VERSION}); "
-            "upgrade sensorcast or reconvert the model"
+            f"manifest format {_show(fmt)} is not supported by this agent "
+            f"(wants {FORMAT_VERSION}); upgrade sensorcast or reconvert the model"
         )
-    window = _want(data, "window", int)
-    horizon = _want(data, "horizon", int)
+    window = _number(data, "window", int, 1, MAX_STEPS)
+    horizon = _number(data, "horizon", int, 1, MAX_STEPS)
     period = _want(data, "period_s", float)
-    if window < 1 or horizon < 1 or period <= 0:
-        raise ModelError("manifest window, horizon and period_s must be positive")
+    if period <= 0:
+        raise ModelError(f"manifest field period_s = {_show(period)} must be positive")
+    period = _number(data, "period_s", float, PERIOD_S_MIN, PERIOD_S_MAX)
     features = _names(data, "features")
     targets = _names(data, "targets")
     quant = _want(data, "quantization", str)
     if quant not in QUANT_MODES:
-        raise ModelError(f"manifest quantization {quant!r} is not one of {', '.join(QUANT_MODES)}")
+        raise ModelError(
+            f"manifest quantization {_show(quant)} is not one of {', '.join(QUANT_MODES)}"
+        )
     norm_raw = data.get("normalization") or {}
     if not isinstance(norm_raw, dict):
         raise ModelError("manifest field normalization must be an object")
-    norm: dict[str, Norm] = {}
-    for name, entry in norm_raw.items():
-        if not isinstance(entry, dict):
-            raise ModelError(f"manifest field normalization.{name} must be an object")
-        mean = _want(entry, "mean", float, f"normalization.{name}.")
-        std = _want(entry, "std", float, f"normalization.{name}.")
-        if std <= 0:
-            raise ModelError(f"manifest field normalization.{name}.std must be > 0")
-        norm[name] = Norm(mean=mean, std=std)
+    norm = {name: _norm(name, entry) for name, entry in norm_raw.items()}
     if norm:
         missing = [c for c in (*features, *targets) if c not in norm]
         if missing:
             raise ModelError(f"manifest normalization has no entry for {', '.join(missing)}")
     acc_raw = data.get("accuracy")
-    accuracy = None
-    if isinstance(acc_raw, dict):
-        accuracy = Accuracy(
-            mae=_want(acc_raw, "mae", float, "accuracy."),
-            max_abs=_want(acc_raw, "max_abs", float, "accuracy."),
-            windows=_want(acc_raw, "windows", int, "accuracy."),
-            data=str(acc_raw.get("data", "")),
-            target_std=float(acc_raw.get("target_std", 0.0) or 0.0),
-            forecast_mae=_forecast_mae(acc_raw.get("forecast_mae"), horizon, len(targets)),
-        )
+    accuracy = _accuracy(acc_raw, horizon, len(targets)) if isinstance(acc_raw, dict) else None
     versions = data.get("versions") or {}
+    warnings = data.get("warnings") or []
     return Manifest(
         window=window,
         features=features,
@@ -212,9 +288,11 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
         if isinstance(versions, dict)
         else {},
         created=str(data.get("created", "")),
-        warnings=tuple(str(w) for w in data.get("warnings") or () if isinstance(w, str)),
-        latency_ms=float(data.get("latency_ms", 0.0) or 0.0),
-        batch=int(data.get("batch", 1) or 1),
+        warnings=tuple(w for w in warnings if isinstance(w, str))
+        if isinstance(warnings, list)
+        else (),
+        latency_ms=_optional(data, "latency_ms", float, 0.0, 0.0, MEASURE_MAX, ""),
+        batch=_optional(data, "batch", int, 1, 1, MAX_BATCH, ""),
         selection=str(data.get("selection", "")),
         format=fmt,
     )
@@ -228,96 +306,24 @@ def read_manifest_bytes(model: bytes) -> Optional[bytes]:
     return read_metadata(model, METADATA_NAME)
 
 
-def min_runtime_version(model: bytes) -> Optional[tuple[int, ...]]:
-    """The converter's ``min_runtime_version`` metadata as a version tuple, if present."""
-    raw = read_metadata(model, "min_runtime_version")
-    if not raw:
-        return None
-    text = raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
-    try:
-        return tuple(int(p) for p in text.split("."))
-    except ValueError:
-        return None
-
-
 def _forecast_mae(raw: Any, horizon: int, targets: int) -> tuple[tuple[float, ...], ...]:
     """``accuracy.forecast_mae``: ``horizon`` rows of ``targets`` finite numbers, or empty."""
     if raw is None or raw == []:
         return ()
     try:
         rows = tuple(tuple(float(v) for v in row) for row in raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ModelError(f"manifest accuracy.forecast_mae: not a table of numbers ({exc})") from exc
     if len(rows) != horizon or any(len(r) != targets for r in rows):
         raise ModelError(
             f"manifest accuracy.forecast_mae: want {horizon} steps x {targets} targets"
         )
-    if not all(math.isfinite(v) and v >= 0 for r in rows for v in r):
-        raise ModelError("manifest accuracy.forecast_mae: values must be finite and >= 0")
+    bad = next((v for r in rows for v in r if not (0 <= v <= MEASURE_MAX)), None)
+    if bad is not None:  # nan fails every comparison, so it lands here too
+        raise ModelError(
+            f"manifest accuracy.forecast_mae: {_show(bad)} is out of range (0 .. {MEASURE_MAX:g})"
+        )
     return rows
-
-
-def read_metadata(model: bytes, name: str) -> Optional[bytes]:
-    """The bytes of the TFLite metadata entry ``name``, or None if absent.
-
-    Walks only the fields it needs (Model.metadata -> Buffer.data) with the
-    ``flatbuffers`` runtime; raises :class:`ModelError` if the bytes are not a
-    TFLite model.
-    """
-    from flatbuffers import encode, number_types, packer, table
-
-    if len(model) < 8 or model[4:8] != b"TFL3":
-        raise ModelError("not a TFLite model (no TFL3 identifier)")
-    try:
-        root = table.Table(bytearray(model), encode.Get(packer.uoffset, model, 0))
-        meta_vec = _vector(root, 16)  # Model.metadata
-        if meta_vec is None:
-            return None
-        meta_start, meta_len = meta_vec
-        buf_vec = _vector(root, 12)  # Model.buffers
-        for i in range(meta_len):
-            meta = _table_at(root, meta_start + 4 * i)
-            name_off = meta.Offset(4)  # Metadata.name
-            if not name_off or meta.String(name_off + meta.Pos).decode("utf-8") != name:
-                continue
-            buf_off = meta.Offset(6)  # Metadata.buffer
-            index = meta.Get(number_types.Uint32Flags, buf_off + meta.Pos) if buf_off else 0
-            if buf_vec is None or index >= buf_vec[1]:
-                raise ModelError(f"metadata {name} points past the model's buffers")
-            buffer = _table_at(root, buf_vec[0] + 4 * index)
-            data = _vector(buffer, 4)  # Buffer.data
-            if data is None:
-                return b""
-            return bytes(model[data[0] : data[0] + data[1]])
-    except (
-        IndexError,
-        TypeError,
-        UnicodeDecodeError,
-        ValueError,
-        OverflowError,
-        struct.error,
-    ) as exc:
-        raise ModelError(f"TFLite flatbuffer is damaged ({exc})") from exc
-    return None
-
-
-def _vector(tab: Any, voffset: int) -> Optional[tuple[int, int]]:
-    off = tab.Offset(voffset)
-    if not off:
-        return None
-    start = tab.Vector(off)
-    length = tab.VectorLen(off)
-    if start < 0 or length < 0 or start > len(tab.Bytes):
-        raise ValueError("vector out of range")
-    return start, length
-
-
-def _table_at(parent: Any, pos: int) -> Any:
-    from flatbuffers import table
-
-    if pos + 4 > len(parent.Bytes):
-        raise ValueError("table offset out of range")
-    return table.Table(parent.Bytes, parent.Indirect(pos))
 
 
 @dataclass(frozen=True)
@@ -335,17 +341,13 @@ class Bundle:
         return f"{self.path.stem}@{self.sha256[:12]}"
 
 
-def read_bundle(path: Path) -> Bundle:
-    """Read a bundle file; raise :class:`ModelError` with a fix if it is not one."""
-    try:
-        model = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelError(
-            f"model {path}: file not found; check the path "
-            "(relative paths are relative to the config file)"
-        ) from exc
-    except OSError as exc:
-        raise ModelError(f"model {path}: cannot read it ({exc.strerror})") from exc
+def read_bundle(path: Path, max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> Bundle:
+    """Read a bundle file of at most ``max_bytes`` bytes and validate its manifest.
+
+    Raises :class:`ModelError` (starting ``model PATH:``) with a fix if it is not one: not a
+    regular file, too large, not TFLite, no manifest, or a manifest field out of range.
+    """
+    model = read_model_file(path, max_bytes)
     try:
         raw = read_manifest_bytes(model)
     except ModelError as exc:

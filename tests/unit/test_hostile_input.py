@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, Union
 
-from hypothesis import given
+import numpy as np
+import pytest
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from agent.config import parse_config
 from agent.errors import ConfigError, ModelError
-from agent.manifest import Manifest, read_manifest_bytes
+from agent.forecast import Forecaster
+from agent.manifest import Manifest, read_bundle, read_manifest_bytes
+from agent.runtime import load_runtime
 from agent.sources.parse import parse_json_reading, parse_number, parse_w1_slave
 from agent.window import Window
 from tests.conftest import REPO
+from tests.unit.manifest_writer import bundle_bytes, demo_manifest
 
 FEATURES = ((0, "temperature"), (1, "humidity"))
 REASONS = {"not_json", "not_object", "bad_timestamp", "missing_feature", "bad_value"}
@@ -128,10 +134,15 @@ def test_damaged_model_files(cut: int, flips: list[tuple[int, int]]) -> None:
                 "normalization",
                 "format",
                 "input",
+                "output",
+                "accuracy",
+                "batch",
+                "latency_ms",
+                "warnings",
             ]
         ),
         json_values,
-        max_size=9,
+        max_size=14,
     )
 )
 def test_lying_manifests(fields: dict[str, object]) -> None:
@@ -140,3 +151,87 @@ def test_lying_manifests(fields: dict[str, object]) -> None:
     except ModelError:
         return  # rejected, with its reason
     assert m.window >= 1 and m.horizon >= 1 and m.period_s > 0 and m.features and m.targets
+
+
+# Every number a manifest holds, by its path in the JSON object.
+JsonPath = tuple[Union[str, int], ...]
+MANIFEST_NUMBERS: list[JsonPath] = [
+    ("period_s",),
+    ("window",),
+    ("horizon",),
+    ("batch",),
+    ("latency_ms",),
+    ("format",),
+    ("normalization", "temperature", "mean"),
+    ("normalization", "temperature", "std"),
+    ("normalization", "humidity", "mean"),
+    ("normalization", "humidity", "std"),
+    ("input", "scale"),
+    ("input", "zero_point"),
+    ("output", "scale"),
+    ("output", "zero_point"),
+    ("accuracy", "mae"),
+    ("accuracy", "max_abs"),
+    ("accuracy", "windows"),
+    ("accuracy", "target_std"),
+    ("accuracy", "forecast_mae", 0, 0),
+    ("accuracy", "forecast_mae", 11, 0),
+]
+EDGES = [math.nan, math.inf, -math.inf, 1e-300, -1e-300, 1e300, -1e300, 0, 0.0, -0.0, -1, 1]
+EDGES += [2, 12, 24, 10**30, -(10**30), 2**63, 10**400, 1e-3, 0.2, 366 * 86400.0, 1e12, 1e-12]
+hostile_numbers = st.one_of(
+    st.sampled_from(EDGES),
+    st.integers(),
+    st.floats(),
+    st.none() | st.booleans() | st.text(max_size=3),
+    # Plausible values too, so that many bundles load and forecast with odd but legal numbers.
+    st.floats(1e-3, 1e4),
+    st.integers(0, 127),
+)
+GOLDEN = np.load(REPO / "examples" / "demo" / "golden.npz")["windows"][0]
+RUNTIME = load_runtime()
+
+
+def _set(data: Any, path: JsonPath, value: object) -> None:
+    for key in path[:-1]:
+        data = data[key]
+    data[path[-1]] = value
+
+
+@pytest.fixture(scope="module")
+def hostile_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hostile") / "hostile.tflite"
+
+
+@given(st.dictionaries(st.sampled_from(MANIFEST_NUMBERS), hostile_numbers, min_size=1, max_size=3))
+def test_manifest_numbers_through_the_whole_load_path(
+    hostile_bundle: Path, changes: dict[JsonPath, object]
+) -> None:
+    """A real bundle file whose manifest numbers are hostile goes the way the agent takes it
+    (read_bundle, Forecaster, its Window, readings, one forecast): a ModelError, or finite
+    forecasts; never another exception (period_s = 1e-300 ended in OverflowError)."""
+    data = demo_manifest()
+    for path, value in changes.items():
+        _set(data, path, value)
+    hostile_bundle.write_bytes(bundle_bytes(data))
+    stage = "reader"
+    try:
+        bundle = read_bundle(hostile_bundle)
+        stage = "forecaster"
+        forecaster = Forecaster(bundle, RUNTIME)
+        m = bundle.manifest
+        window = Window(len(m.features), m.window, m.period_s)
+        first = math.floor(1.7e9 / m.period_s)
+        for k in range(m.window + 1):  # the last slot's reading closes the one before
+            ts = (first + k + 0.5) * m.period_s
+            for feature, value in enumerate(GOLDEN[min(k, len(GOLDEN) - 1)]):
+                assert window.add(feature, ts, float(value), now=ts) >= 0
+        assert window.ready
+        y = forecaster.predict(window.view())
+        if forecaster.batch_size > 1:
+            forecaster.predict_batch([window.view()])  # the demo has no batch signature
+    except ModelError:
+        event(f"refused by the {stage}")
+        return  # refused, with its reason
+    event("forecast made")
+    assert y.shape == (m.horizon, len(m.targets)) and np.isfinite(y).all()
