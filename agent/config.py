@@ -7,6 +7,7 @@ found``) and reported together in one :class:`ConfigError`.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import socket
@@ -17,6 +18,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
+from agent.filecheck import not_a_file, tls_file_errors
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +28,7 @@ else:  # pragma: no cover - exercised on Python 3.9/3.10 only
 __all__ = [
     "Config",
     "DeviceConfig",
+    "ModelsConfig",
     "MqttConfig",
     "Secret",
     "SourceConfig",
@@ -35,6 +38,9 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+#: Largest value of any ``*_s`` key, seconds (about 31 years): larger ones overflow timers.
+MAX_SECONDS = 1e9
 
 
 class Secret:
@@ -87,6 +93,8 @@ class MqttConfig:
     tls_insecure: bool = False  #: Skip hostname verification (testing only).
     username: Optional[str] = None
     password: Optional[Secret] = None  #: Never printed.
+    #: ``mqtt.password_env``: the variable's name, kept out of ``command`` sources' environment.
+    password_env: Optional[str] = None
     protocol: str = "3.1.1"  #: ``3.1.1`` or ``5``.
     reconnect_min_s: float = 1.0  #: First reconnect delay; doubles up to ``reconnect_max_s``.
     reconnect_max_s: float = 60.0
@@ -166,10 +174,43 @@ class MetricsConfig:
 class UpdatesConfig:
     """``[updates]``: model updates over MQTT."""
 
-    enabled: bool = True
-    max_bytes: int = 50 * 1024 * 1024  #: Largest bundle accepted.
-    timeout_s: float = 60.0  #: Download time limit, seconds.
+    enabled: bool = True  #: Listen on ``model/set``; requests are refused unless opened below.
+    max_bytes: int = 50 * 1024 * 1024  #: Largest bundle accepted, bytes.
+    timeout_s: float = 60.0  #: Deadline for a whole download (connect to last byte), seconds.
     public_key: Optional[Path] = None  #: Ed25519 public key (PEM): only signed bundles then.
+    #: Accept bundles without a signature (no ``public_key``): anyone who can publish to
+    #: ``model/set`` then replaces the model. Off by default; ``check`` and the log warn.
+    allow_unsigned: bool = False
+    #: Accept a bundle whose manifest ``created`` is older than the running model's.
+    allow_downgrade: bool = False
+
+    @property
+    def mode(self) -> str:
+        """``signed`` (public_key), ``unsigned`` (allow_unsigned) or ``closed``."""
+        if self.public_key is not None:
+            return "signed"
+        return "unsigned" if self.allow_unsigned else "closed"
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that work but leave the device open, one line each (``check`` and the log)."""
+    out = []
+    if cfg.updates.enabled and cfg.updates.mode == "unsigned":
+        out.append(
+            "updates.allow_unsigned = true: any client that can publish to "
+            f"{cfg.mqtt.topic_prefix}/{cfg.device.id}/model/set or "
+            f"{cfg.mqtt.topic_prefix}/fleet/model/set can replace the model; set "
+            "updates.public_key to accept only bundles you signed"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """``[models]``: limits on reading model bundles."""
+
+    #: Largest model bundle read (start, ``info``, ``check``, hot reload, update), bytes.
+    max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -189,6 +230,7 @@ class Config:
     quality: QualityConfig = QualityConfig()
     metrics: MetricsConfig = MetricsConfig()
     updates: UpdatesConfig = UpdatesConfig()
+    models: ModelsConfig = ModelsConfig()
 
 
 class _Collector:
@@ -228,21 +270,35 @@ class _Collector:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            self.errors.append(f"{full}: must be {_kind_name(kind)}, got {value!r}")
+            self.errors.append(f"{full}: must be {_kind_name(kind)}, got {_short_repr(value)}")
+            return default
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf; no key means either (inf seconds overflows every timer,
+            # nan compares false and silently turns a guard off).
+            self.errors.append(f"{full}: must be a finite number, got {value!r}")
+            return default
+        if isinstance(value, float) and key.endswith("_s") and abs(value) > MAX_SECONDS:
+            # Timers and waits overflow (OverflowError) past the platform's time_t.
+            self.errors.append(f"{full}: must be at most {MAX_SECONDS:.0f} seconds")
             return default
         return value
 
 
 _TABLES = ("device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality",
-           "metrics", "updates")  # fmt: skip
-
-
-_TABLES = ("device", "mqtt", "streams", "log", "state", "outbox", "homeassistant", "quality",
-           "metrics", "updates")  # fmt: skip
+           "metrics", "updates", "models")  # fmt: skip
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _short_repr(value: object) -> str:
+    """``repr(value)`` cut to a readable length (a key may hold a huge or deep array)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind_name(kind: type) -> str:
@@ -274,6 +330,12 @@ def load_config(path: Path, env: Optional[dict[str, str]] = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: a crafted file of
+        # 100000 '[' exhausts the stack. "from None": the chained stack is no use to anyone.
+        raise ConfigError(
+            f"config {path}: not valid TOML (arrays or tables nested too deeply)"
+        ) from None
     return parse_config(data, path, dict(os.environ) if env is None else env)
 
 
@@ -291,6 +353,11 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
     )
     if isinstance(device_id, str) and not _NAME.match(device_id):
         c.errors.append("device.id: use 1-64 letters, digits, '_' or '-'")
+    elif device_id == "fleet":
+        c.errors.append(
+            "device.id: 'fleet' is reserved (<prefix>/fleet/model/set updates every device); "
+            "pick another id"
+        )
 
     mqtt = _parse_mqtt(c, c.table(data, "mqtt", "mqtt"), device_id, base, env)
 
@@ -352,7 +419,8 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         c.errors.append("metrics.prometheus_port: must be a TCP port (1-65535), or 0 for none")
 
     up = c.table(data, "updates", "updates")
-    c.unknown(up, {"enabled", "max_bytes", "timeout_s", "public_key"}, "updates")
+    c.unknown(up, {"enabled", "max_bytes", "timeout_s", "public_key", "allow_unsigned",
+                   "allow_downgrade"}, "updates")  # fmt: skip
     key_text = c.get(up, "public_key", str, "updates")
     key_path = _resolve(base, key_text) if key_text else None
     if key_path is not None and not key_path.is_file():
@@ -362,9 +430,26 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         max_bytes=c.get(up, "max_bytes", int, "updates", default=50 * 1024 * 1024),
         timeout_s=c.get(up, "timeout_s", float, "updates", default=60.0),
         public_key=key_path,
+        allow_unsigned=c.get(up, "allow_unsigned", bool, "updates", default=False),
+        allow_downgrade=c.get(up, "allow_downgrade", bool, "updates", default=False),
     )
-    if not (updates.max_bytes >= 1024 and updates.timeout_s > 0):
-        c.errors.append("updates: max_bytes must be >= 1024 and timeout_s > 0")
+    if updates.max_bytes < 1024:
+        c.errors.append("updates.max_bytes: must be at least 1024")
+    if not (math.isfinite(updates.timeout_s) and updates.timeout_s > 0):
+        c.errors.append("updates.timeout_s: must be a finite number of seconds > 0")
+    if key_text and updates.allow_unsigned:
+        c.errors.append(
+            "updates.allow_unsigned: cannot be combined with updates.public_key (which accepts "
+            "only signed bundles); remove one of them"
+        )
+
+    mo = c.table(data, "models", "models")
+    c.unknown(mo, {"max_bytes"}, "models")
+    models = ModelsConfig(
+        max_bytes=c.get(mo, "max_bytes", int, "models", default=64 * 1024 * 1024),
+    )
+    if models.max_bytes < 1024 * 1024:
+        c.errors.append("models.max_bytes: must be at least 1048576 (1 MiB)")
 
     streams_raw = data.get("streams", [])
     streams: list[StreamConfig] = []
@@ -372,6 +457,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         c.errors.append("streams: add at least one [[streams]] table")
         streams_raw = []
     names: set[str] = set()
+    stdin_at: Optional[str] = None  # the one stdin source allowed
     for i, raw in enumerate(streams_raw):
         where = f"streams[{i}]"
         if not isinstance(raw, dict):
@@ -384,6 +470,17 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
             c.errors.append(f"{where}.name: duplicate stream name {stream.name!r}")
         names.add(stream.name)
         streams.append(stream)
+        for src in stream.sources:
+            if src.type != "stdin":
+                continue
+            if stdin_at is not None:
+                # One process has one stdin: a second reader would steal lines from the first.
+                c.errors.append(
+                    f"{src.where}.type: only one stdin source in the whole config "
+                    f"(already {stdin_at}); feed other streams from mqtt, file or command"
+                )
+            else:
+                stdin_at = src.where
 
     if c.errors:
         raise ConfigError(f"config {path}: " + "; ".join(c.errors))
@@ -402,6 +499,7 @@ def parse_config(data: dict[str, Any], path: Path, env: Optional[dict[str, str]]
         quality=quality,
         metrics=metrics,
         updates=updates,
+        models=models,
     )
 
 
@@ -459,18 +557,25 @@ def _parse_mqtt(
         c.errors.append("mqtt.username: required when a password is given")
 
     files: dict[str, Optional[Path]] = {}
+    files_ok = True
     for key in ("ca_file", "cert_file", "key_file"):
         value = c.get(raw, key, str, "mqtt")
         files[key] = None
         if value is not None:
             path = _resolve(base, value)
-            if not path.is_file():
-                c.errors.append(f"mqtt.{key}: file not found: {path}")
+            problem = not_a_file(path)
+            if problem:
+                c.errors.append(f"mqtt.{key}: {problem}")
+                files_ok = False
             files[key] = path
             if not tls:
                 c.errors.append(f"mqtt.{key}: TLS files need an mqtts:// URL")
     if (files["cert_file"] is None) != (files["key_file"] is None):
         c.errors.append("mqtt.cert_file/key_file: give both for a client certificate, or neither")
+    elif tls and files_ok:
+        # Load them as the connection will, so a wrong file is one line from `check` (and
+        # from `run` before it starts) instead of a traceback deep in the MQTT client.
+        c.errors.extend(tls_file_errors(files["ca_file"], files["cert_file"], files["key_file"]))
     insecure = c.get(raw, "tls_insecure", bool, "mqtt", default=False)
     return MqttConfig(
         host=host,
@@ -488,6 +593,7 @@ def _parse_mqtt(
         tls_insecure=insecure,
         username=username,
         password=Secret(password) if password is not None else None,
+        password_env=raw["password_env"] if isinstance(raw.get("password_env"), str) else None,
         protocol=protocol,
         reconnect_min_s=backoff_min,
         reconnect_max_s=backoff_max,
@@ -539,11 +645,28 @@ def _password(c: _Collector, raw: dict[str, Any], base: Path, env: dict[str, str
         path = Path(creds) / value
     else:
         path = _resolve(base, value)
+    problem = not_a_file(path)
+    if problem:  # /dev/zero or a FIFO would be read (or waited on) forever
+        c.errors.append(f"mqtt.{key}: {problem}")
+        return None
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        with path.open("rb") as f:
+            data = f.read(_MAX_PASSWORD_BYTES + 1)
     except OSError as exc:
         c.errors.append(f"mqtt.{key}: cannot read {path} ({exc.strerror})")
         return None
+    if len(data) > _MAX_PASSWORD_BYTES:
+        c.errors.append(f"mqtt.{key}: {path} is larger than a password file can be")
+        return None
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        c.errors.append(f"mqtt.{key}: {path} is not UTF-8 text")
+        return None
+
+
+#: An MQTT password is at most 65535 bytes (a two-byte length prefix).
+_MAX_PASSWORD_BYTES = 65535
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -583,8 +706,9 @@ def _parse_stream(
         model_path = Path(model).expanduser()
         if not model_path.is_absolute():
             model_path = base / model_path
-        if not model_path.is_file():
-            c.errors.append(f"{where}.model: file not found: {model_path}")
+        problem = not_a_file(model_path)
+        if problem:
+            c.errors.append(f"{where}.model: {problem}")
     topic = c.get(raw, "input_topic", str, where)
     if isinstance(topic, str):
         _check_topic(c, topic, f"{where}.input_topic")

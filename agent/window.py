@@ -17,7 +17,9 @@ Resampling policy (per stream, documented in the README):
   beyond that the window is emptied (a *gap*) instead of inventing data.
 * A reading within 0.01 % of a period before a slot boundary counts for the
   next slot, so float rounding in timestamps cannot shift rows.
-* Readings that are not finite, too far in the future, duplicate, out of
+* Readings that are not finite, beyond float32 range (the window and the
+  model hold float32: ``1e300`` would become infinity), stamped before
+  :data:`MIN_TS` (2000-01-01) or too far in the future, duplicate, out of
   order or for an already closed slot are rejected with a reason code.
 
 Appending is O(1) and allocation-free: the ring is stored twice over
@@ -32,12 +34,16 @@ from typing import Any, Optional
 import numpy as np
 
 __all__ = [
+    "FLOAT32_MAX",
+    "MIN_TS",
     "REASONS",
     "REJECT_DUPLICATE",
     "REJECT_FUTURE",
     "REJECT_LATE",
     "REJECT_NONFINITE",
     "REJECT_OUT_OF_ORDER",
+    "REJECT_OUT_OF_RANGE",
+    "REJECT_TOO_OLD",
     "Window",
 ]
 
@@ -46,6 +52,17 @@ REJECT_FUTURE = -2
 REJECT_DUPLICATE = -3
 REJECT_OUT_OF_ORDER = -4
 REJECT_LATE = -5
+REJECT_OUT_OF_RANGE = -6
+REJECT_TOO_OLD = -7
+
+#: Largest float32 magnitude: the window's rows and the model's input are float32, so a
+#: larger value (finite as a double) would turn into infinity there.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: Earliest timestamp the agent accepts, Unix seconds (2000-01-01T00:00:00Z). Anything
+#: before it is a clock that was never set (a Pi without RTC boots in 1970) or a garbage
+#: ``ts``; forecasts stamped from it would be wrong.
+MIN_TS = 946684800.0
 
 #: A reading this fraction of a period before a slot boundary counts for the next slot.
 SLOT_TOLERANCE = 1e-4
@@ -57,6 +74,8 @@ REASONS = {
     REJECT_DUPLICATE: "duplicate",
     REJECT_OUT_OF_ORDER: "out_of_order",
     REJECT_LATE: "late",
+    REJECT_OUT_OF_RANGE: "out_of_range",
+    REJECT_TOO_OLD: "too_old",
 }
 
 
@@ -85,6 +104,7 @@ class Window:
         resample: str = "mean",
         close_delay_s: Optional[float] = None,
         max_future_s: Optional[float] = None,
+        min_ts: Optional[float] = None,
     ) -> None:
         if n_features < 1 or length < 1 or not period_s > 0:
             raise ValueError("n_features, length and period_s must be positive")
@@ -103,6 +123,12 @@ class Window:
         self.max_future_s = (
             max(60.0, 2 * self.period_s) if max_future_s is None else float(max_future_s)
         )
+        #: Earliest timestamp accepted, Unix seconds; None: no lower bound. The agent
+        #: passes :data:`MIN_TS`.
+        self.min_ts = -math.inf if min_ts is None else float(min_ts)
+        for name in ("max_gap_s", "close_delay_s", "max_future_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite")
         self._mean = resample == "mean"
         self._rows = np.zeros((2 * length, n_features), dtype=np.float32)
         self._next = 0  # ring index the next row is written to
@@ -147,6 +173,10 @@ class Window:
         """
         if not (_isfinite(value) and _isfinite(ts)):
             return REJECT_NONFINITE
+        if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+            return REJECT_OUT_OF_RANGE
+        if ts < self.min_ts:
+            return REJECT_TOO_OLD
         if ts > now + self.max_future_s:
             return REJECT_FUTURE
         last_ts = self._last_ts[feature]

@@ -33,6 +33,7 @@ class _MqttSource(Source):
         self.topic = topic
         self._sink = sink
         self._log = RateLimitedLog(logger)
+        logger.debug("stream %s: %s source on topic %s", stream_name, self.type_name, topic)
 
     def _bad(self, reason: str, what: str) -> None:
         self.reject(reason)

@@ -55,7 +55,9 @@ def parse_json_reading(
     key it is read from. Each feature present with a number becomes a reading;
     a missing (or ``null``) or non-numeric feature is rejected and the others
     are kept. Booleans are not numbers. Keys that are not features are
-    ignored. Non-finite values pass through: the window rejects them itself.
+    ignored. Non-finite values, values beyond float32 range (``1e300``) and
+    timestamps before 2000 pass through: the window rejects them itself (reasons
+    ``non_finite``, ``out_of_range``, ``too_old``), one rule for every source.
 
     Returns the readings and the rejections (reasons ``not_json``,
     ``not_object``, ``bad_timestamp``, ``missing_feature``, ``bad_value``).
@@ -97,8 +99,9 @@ def parse_json_reading(
 def parse_number(text: Union[bytes, str]) -> float:
     """Parse one number such as ``21.4``, `` 21.4\\n`` or ``-3e-2``.
 
-    Surrounding whitespace is ignored. ``nan`` and ``inf`` come back as floats
-    (the window rejects non-finite values itself). Raises ``ValueError("empty")``
+    Surrounding whitespace is ignored. ``nan``, ``inf`` and ``1e300`` come back
+    as floats (the window rejects non-finite and out-of-float32-range values
+    itself, after a file source's ``scale`` and ``offset``). Raises ``ValueError("empty")``
     for blank input and ``ValueError("not_number")`` for anything else.
     """
     if isinstance(text, bytes):

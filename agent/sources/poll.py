@@ -93,6 +93,13 @@ class PolledSource(Source):
             name=f"sensorcast-{self.type_name}-{self.stream_name}",
             daemon=True,
         )
+        logger.debug(
+            "stream %s: %s source: reading %s every %g s",
+            self.stream_name,
+            self.type_name,
+            self.describe(),
+            self.interval_s,
+        )
         self._thread.start()
 
     def close(self) -> None:

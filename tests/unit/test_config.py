@@ -86,11 +86,13 @@ def test_the_reference_example_is_valid(tmp_path: Path) -> None:
     example = re.search(r"## A complete example\n\n```toml\n(.*?)```", text, re.S)
     assert example is not None
     body = example.group(1)
+    cert, key = self_signed()
     for path in re.findall(r'"(/[^"]+)"', body):
         if "*" not in path and "sys/" not in path:
             p = tmp_path / path.lstrip("/")
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text("secret\n")
+            # TLS files are loaded during validation: they must be a real certificate and key.
+            p.write_bytes({".crt": cert, ".key": key}.get(p.suffix, b"secret\n"))
             body = body.replace(f'"{path}"', f'"{p}"')
     sysfs = tmp_path / "in_temp_input"
     sysfs.write_text("21000\n")
@@ -168,3 +170,214 @@ def test_systemd_credential(tmp_path: Path) -> None:
     assert cfg.mqtt.password is not None and cfg.mqtt.password.reveal() == "from-systemd"
     with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
         load_config(path, env={})
+
+
+def self_signed(name: str = "sensorcast-test") -> tuple[bytes, bytes]:
+    """A real self-signed certificate and its (unencrypted) key, PEM."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+STREAM = '[[streams]]\nname = "room"\nmodel = "room.tflite"\ninput_topic = "x"\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[mqtt]\nconnect_timeout_s = inf\n" + STREAM, "mqtt.connect_timeout_s"),
+        ("[mqtt]\nreconnect_max_s = nan\n" + STREAM, "mqtt.reconnect_max_s"),
+        (STREAM + "max_gap_s = inf\n", "streams[0].max_gap_s"),
+        (STREAM + "max_future_s = nan\n", "streams[0].max_future_s"),
+        (STREAM + "close_delay_s = +inf\n", "streams[0].close_delay_s"),
+        ("[quality]\ndrift_factor = nan\n" + STREAM, "quality.drift_factor"),
+        ("[quality]\ndrift_after_s = inf\n" + STREAM, "quality.drift_after_s"),
+        ("[metrics]\ninterval_s = nan\n" + STREAM, "metrics.interval_s"),
+        ("[updates]\ntimeout_s = inf\n" + STREAM, "updates.timeout_s"),
+        (
+            STREAM
+            + '[streams.inputs.humidity]\ntype = "file"\npath = "room.tflite"\nscale = nan\n',
+            "streams[0].inputs.humidity.scale",
+        ),
+        (
+            STREAM + '[streams.inputs.humidity]\ntype = "file"\npath = "room.tflite"\n'
+            "offset = -inf\n",
+            "streams[0].inputs.humidity.offset",
+        ),
+        (
+            STREAM + '[[streams.sources]]\ntype = "command"\ncommand = ["/bin/true"]\n'
+            "interval_s = inf\n",
+            "streams[0].sources[0].interval_s",
+        ),
+    ],
+    ids=lambda v: "" if "\n" in v else v,
+)
+def test_every_float_key_refuses_nan_and_inf_with_its_key_path(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    assert f"{key}: must be a finite number" in config_error(write(tmp_path, toml))
+
+
+def test_seconds_too_large_for_a_timer_are_refused(tmp_path: Path) -> None:
+    text = config_error(write(tmp_path, STREAM + "max_gap_s = 1e300\n"))
+    assert "streams[0].max_gap_s: must be at most" in text
+
+
+@pytest.mark.parametrize("opener", ["[", "{x = "])
+def test_deeply_nested_toml_is_one_clear_error(tmp_path: Path, opener: str) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + opener * 100_000)
+    text = config_error(path)
+    assert "not valid TOML" in text and "nested too deeply" in text
+
+
+def test_a_huge_value_of_the_wrong_type_is_shown_short(tmp_path: Path) -> None:
+    text = config_error(write(tmp_path, f"[mqtt]\nurl = [{', '.join(['1'] * 5000)}]\n" + STREAM))
+    assert "mqtt.url: must be a string" in text and len(text) < 400
+
+
+def _tls(tmp_path: Path, **files: bytes) -> Path:
+    lines = ['[mqtt]\nurl = "mqtts://broker.lan"']
+    for key, data in files.items():
+        (tmp_path / key).write_bytes(data)
+        lines.append(f'{key} = "{key}"')
+    return write(tmp_path, "\n".join(lines) + "\n" + STREAM)
+
+
+def test_real_tls_files_are_accepted(tmp_path: Path) -> None:
+    cert, key = self_signed()
+    cfg = load_config(_tls(tmp_path, ca_file=cert, cert_file=cert, key_file=key), env={})
+    assert cfg.mqtt.ca_file == tmp_path / "ca_file" and cfg.mqtt.key_file == tmp_path / "key_file"
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("garbage_ca", "mqtt.ca_file: {d}/ca_file holds no PEM certificate"),
+        ("key_as_ca", "mqtt.ca_file: {d}/ca_file holds no PEM certificate"),
+        ("empty_ca", "mqtt.ca_file: {d}/ca_file holds no PEM certificate"),
+        ("key_as_cert", "mqtt.cert_file: {d}/cert_file holds no PEM certificate"),
+        ("cert_as_key", "mqtt.key_file: {d}/key_file holds no PEM private key"),
+        ("garbage_key", "mqtt.key_file: {d}/key_file holds no PEM private key"),
+        ("other_key", "mqtt.key_file: {d}/key_file is not the key of mqtt.cert_file"),
+        ("encrypted_key", "mqtt.key_file: {d}/key_file is encrypted"),
+    ],
+    ids=lambda v: "" if " " in v else v,
+)
+def test_tls_files_that_are_not_what_they_say_are_config_errors(
+    tmp_path: Path, case: str, needle: str
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = self_signed()
+    _, other = self_signed("other")
+    encrypted = serialization.load_pem_private_key(key, None).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    files = {
+        "garbage_ca": {"ca_file": b"not a certificate\n"},
+        "key_as_ca": {"ca_file": key},
+        "empty_ca": {"ca_file": b""},
+        "key_as_cert": {"cert_file": key, "key_file": key},
+        "cert_as_key": {"cert_file": cert, "key_file": cert},
+        "garbage_key": {"cert_file": cert, "key_file": b"-----BEGIN PRIVATE KEY-----\nAAAA\n"},
+        "other_key": {"cert_file": cert, "key_file": other},
+        "encrypted_key": {"cert_file": cert, "key_file": encrypted},
+    }[case]
+    assert needle.format(d=tmp_path) in config_error(_tls(tmp_path, **files))
+
+
+def test_model_that_is_a_directory_or_a_device_says_what_it_is(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    text = config_error(
+        write(
+            tmp_path,
+            '[[streams]]\nname = "a"\nmodel = "models"\ninput_topic = "x"\n'
+            '[[streams]]\nname = "b"\nmodel = "/dev/zero"\ninput_topic = "y"\n'
+            '[[streams]]\nname = "c"\nmodel = "gone.tflite"\ninput_topic = "z"\n',
+        )
+    )
+    assert f"streams[0].model: {tmp_path}/models is a directory, not a file" in text
+    assert "streams[1].model: /dev/zero is not a regular file (character device)" in text
+    assert f"streams[2].model: file not found: {tmp_path}/gone.tflite" in text
+
+
+def test_tls_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    path = write(tmp_path, '[mqtt]\nurl = "mqtts://b"\nca_file = "certs"\n' + STREAM)
+    assert f"mqtt.ca_file: {tmp_path}/certs is a directory" in config_error(path)
+
+
+@pytest.mark.parametrize(
+    "streams",
+    [
+        # two stdin sources on one stream
+        '[[streams]]\nname = "a"\nmodel = "room.tflite"\n'
+        '[[streams.sources]]\ntype = "stdin"\n[[streams.sources]]\ntype = "stdin"\n',
+        # one on each of two streams
+        '[[streams]]\nname = "a"\nmodel = "room.tflite"\n[[streams.sources]]\ntype = "stdin"\n'
+        '[[streams]]\nname = "b"\nmodel = "room.tflite"\n[[streams.sources]]\ntype = "stdin"\n',
+    ],
+    ids=["one_stream", "two_streams"],
+)
+def test_two_stdin_sources_are_a_config_error(tmp_path: Path, streams: str) -> None:
+    text = config_error(write(tmp_path, streams))
+    assert "only one stdin source" in text and "already streams[0].sources[0]" in text
+
+
+def test_models_max_bytes(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, STREAM), env={}).models.max_bytes == 64 * 1024 * 1024
+    cfg = load_config(write(tmp_path, "[models]\nmax_bytes = 2097152\n" + STREAM), env={})
+    assert cfg.models.max_bytes == 2 * 1024 * 1024
+    text = config_error(write(tmp_path, "[models]\nmax_bytes = 1000\n" + STREAM))
+    assert "models.max_bytes: must be at least 1048576" in text
+
+
+def test_a_device_as_password_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = write(tmp_path, '[mqtt]\nusername = "u"\npassword_file = "/dev/zero"\n' + STREAM)
+    assert "mqtt.password_file: /dev/zero is not a regular file" in config_error(path)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 70000)
+    path = write(tmp_path, f'[mqtt]\nusername = "u"\npassword_file = "{big}"\n' + STREAM)
+    assert "is larger than a password file can be" in config_error(path)
+
+
+def test_the_fleet_device_id_is_reserved(tmp_path: Path) -> None:
+    # A device called "fleet" would take <prefix>/fleet/model/set, every device's update
+    # topic, as its own.
+    text = config_error(write(tmp_path, '[device]\nid = "fleet"\n' + STREAM))
+    assert "device.id" in text and "reserved" in text

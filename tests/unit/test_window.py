@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from agent.window import (
+    REASONS,
     REJECT_DUPLICATE,
     REJECT_FUTURE,
     REJECT_LATE,
@@ -154,3 +155,35 @@ def test_clock_jumps_back_and_forward_never_corrupt_the_window() -> None:
     np.testing.assert_array_equal(w.view()[:, 0], [5.0, 6.0, 7.0])
     # A reading from far ahead of the (new) clock is refused.
     assert w.add(0, ahead + 10 * 86400, 1.0, now=ahead + 4 * P) < 0
+
+
+def test_values_beyond_float32_are_rejected_and_never_become_inf() -> None:
+    """1e300 is a finite double but infinite as float32, the window's and the model's type."""
+    w = Window(1, 2, P)
+    for bad in (1e300, -1e39, 3.5e38, -3.5e38):
+        result = w.add(0, 10.0, bad, NOW)
+        assert result < 0 and REASONS[result] == "out_of_range", bad
+    assert w.add(0, 10.0, 3.4e38, NOW) == 0  # the largest float32s are fine
+    assert w.add(0, 70.0, -3.4e38, NOW) == 1
+    assert w.add(0, 130.0, 1.0, NOW) == 1
+    assert np.isfinite(w.view()).all()
+    np.testing.assert_allclose(w.view()[:, 0], [3.4e38, -3.4e38], rtol=1e-6)
+
+
+def test_timestamps_before_2000_are_rejected_as_too_old() -> None:
+    year_2000 = 946684800.0  # 2000-01-01T00:00:00Z
+    w = Window(1, 2, P, min_ts=year_2000)
+    for ts in (-5.0, 0.0, 60.0 * 1000, year_2000 - 0.001):
+        result = w.add(0, ts, 1.0, NOW)
+        assert result < 0 and REASONS[result] == "too_old", ts
+    assert w.add(0, year_2000, 1.0, NOW) == 0
+    assert w.add(0, year_2000 + P, 2.0, NOW) == 1
+    # Rejected before the order check: a stale reading does not count as "out of order".
+    assert REASONS[w.add(0, -5.0, 1.0, NOW)] == "too_old"
+
+
+@pytest.mark.parametrize("key", ["max_gap_s", "close_delay_s", "max_future_s"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_settings_are_a_value_error_not_an_overflow(key: str, value: float) -> None:
+    with pytest.raises(ValueError, match=key):
+        Window(1, 2, P, **{key: value})
