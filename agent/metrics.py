@@ -79,6 +79,7 @@ def snapshot(service: Service) -> dict[str, Any]:
             "high_water": box.high_water,
             "dropped": box.dropped,
             "sent": service.sender.sent,
+            "refused": service.sender.refused,  # by the broker (MQTT 5), not retried
             "degraded": box.degraded,
         },
         "streams": streams,
@@ -126,6 +127,9 @@ def serve_prometheus(get: Callable[[], dict[str, Any]], address: str, port: int)
             )
             yield CounterMetricFamily(
                 "sensorcast_published", "Forecasts handed to the broker", value=box["sent"]
+            )
+            yield CounterMetricFamily(
+                "sensorcast_refused", "Forecasts the broker refused", value=box["refused"]
             )
             degraded = GaugeMetricFamily("sensorcast_outbox_degraded", "1: memory only")
             degraded.add_metric([], 1.0 if box["degraded"] else 0.0)

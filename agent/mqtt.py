@@ -10,6 +10,7 @@ only as fast as it forecasts, so the broker holds the backlog, not the agent's m
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import select
@@ -38,6 +39,7 @@ MessageHandler = Callable[[bytes, float], None]
 READS_PER_POLL = 64
 MISC_S = 0.25  #: How often keepalive and reconnecting are looked after, seconds.
 TCP_CONNECT_S = 5.0  #: Longest a reconnect attempt may hold the loop (unreachable host).
+UNSUPPORTED_PROTOCOL = 0x84  #: CONNACK reason (3.1.1's return code 1): wrong MQTT version.
 
 
 class MqttLink:
@@ -65,24 +67,15 @@ class MqttLink:
             self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             self._connect_props.SessionExpiryInterval = cfg.session_expiry_s
         self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
-        self._client.connect_timeout = min(cfg.connect_timeout_s, TCP_CONNECT_S)
-        if cfg.username is not None:
-            password = cfg.password.reveal() if cfg.password is not None else None
-            self._client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            self._client.tls_set(
-                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                keyfile=str(cfg.key_file) if cfg.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            # Hostname verification stays on unless the user turned it off explicitly.
-            self._client.tls_insecure_set(cfg.tls_insecure)
+        _configure(self._client, cfg)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
         self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        #: Of those, the ones the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. 135
+        #: not authorized): mid -> paho ``ReasonCode``; the consumer of :attr:`acks` pops them.
+        self.refused: dict[int, Any] = {}
         #: Messages other threads asked to publish (:meth:`publish_later`), and how to
         #: wake the loop for them.
         self._later: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
@@ -162,17 +155,60 @@ class MqttLink:
             self.poll(min(left, 0.1))
         reason = self._connack_reason
         if not self._connack:
+            closed = self._client.socket() is None
             self._client.disconnect()
+            # A 3.1.1-only broker may not answer an MQTT 5 CONNECT at all (amqtt reads its
+            # properties as the payload and waits for more), or hang up: ask it in 3.1.1.
+            if self.cfg.protocol == "5" and self._answers_mqtt311():
+                raise PublishError(
+                    f"{where} did not answer an MQTT 5 CONNECT but answers MQTT 3.1.1: it "
+                    'does not speak MQTT 5; set mqtt.protocol = "3.1.1"'
+                )
+            if closed and self.cfg.tls:  # TLS 1.3: a missing client certificate shows here
+                raise PublishError(
+                    f"TLS with {where}: the broker closed the connection without answering; "
+                    "does it want a client certificate (mqtt.cert_file, mqtt.key_file)? "
+                    "See its log"
+                )
+            if closed:
+                raise PublishError(
+                    f"{where} closed the connection without answering; is it an MQTT broker? "
+                    "See its log"
+                )
             raise PublishError(
                 f"{where} did not answer within {self.cfg.connect_timeout_s:g} s "
                 "(mqtt.connect_timeout_s); is it an MQTT broker?"
             )
         if reason is not None and reason.is_failure:
             self._client.disconnect()
-            raise PublishError(
-                f"{where} refused the connection: {reason}; check mqtt.username and the password"
-            )
+            if reason.value == UNSUPPORTED_PROTOCOL:
+                raise PublishError(f"{where} {_wrong_protocol(self.cfg.protocol)}")
+            raise PublishError(f"{where} refused the connection: {reason}; {_hint(reason)}")
         self._started = True
+
+    def _answers_mqtt311(self) -> bool:
+        """Whether the broker answers an MQTT 3.1.1 CONNECT (with any CONNACK, a refusal
+        too) within the TCP connect limit. A clean session of its own, no will."""
+        answered: list[bool] = []
+        probe = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{self.cfg.client_id}-probe",
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        _configure(probe, self.cfg)
+        probe.on_connect = lambda *_args: answered.append(True)
+        deadline = time.monotonic() + TCP_CONNECT_S
+        try:
+            probe.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            while not answered and probe.socket() is not None and time.monotonic() < deadline:
+                probe.loop(0.1)
+        except (OSError, ValueError):  # ssl.SSLError is an OSError
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                probe.disconnect()
+        return bool(answered)
 
     def socket(self) -> Optional[Socket]:
         """The broker connection's socket, None while disconnected."""
@@ -275,9 +311,11 @@ class MqttLink:
             self.poll(0.05)
 
     def _on_publish(
-        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _props: Any
+        self, _client: paho.Client, _userdata: Any, mid: int, reason: Any, _props: Any
     ) -> None:
         self._handled += 1
+        if reason.is_failure:  # MQTT 5 only: 3.1.1's PUBACK carries no reason
+            self.refused[mid] = reason
         self.acks.put(mid)
 
     def _on_connect(
@@ -288,7 +326,10 @@ class MqttLink:
         self._connack = True
         self._attempt_started = None
         if reason.is_failure:
-            logger.error("MQTT broker refused the connection: %s", reason)
+            if reason.value == UNSUPPORTED_PROTOCOL:
+                logger.error("MQTT broker %s", _wrong_protocol(self.cfg.protocol))
+            else:
+                logger.error("MQTT broker refused the connection: %s; %s", reason, _hint(reason))
             return
         if self.connected is False and self.reconnects:
             logger.info("reconnected to MQTT broker")
@@ -316,3 +357,42 @@ class MqttLink:
         self._attempt_started = None
         if self._started and not self._closing:
             self._schedule(time.monotonic())
+
+
+def _configure(client: paho.Client, cfg: MqttConfig) -> None:
+    """Credentials, TLS and the TCP connect limit, as the config says."""
+    client.connect_timeout = min(cfg.connect_timeout_s, TCP_CONNECT_S)
+    if cfg.username is not None:
+        password = cfg.password.reveal() if cfg.password is not None else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls:
+        client.tls_set(
+            ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+            certfile=str(cfg.cert_file) if cfg.cert_file else None,
+            keyfile=str(cfg.key_file) if cfg.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        # Hostname verification stays on unless the user turned it off explicitly.
+        client.tls_insecure_set(cfg.tls_insecure)
+
+
+def _wrong_protocol(protocol: str) -> str:
+    """What to say when the broker refuses the MQTT version (CONNACK 0x84, or 3.1.1's 1)."""
+    other = "3.1.1" if protocol == "5" else "5"
+    return (
+        f"does not speak MQTT {protocol} (it refused the protocol version); "
+        f'set mqtt.protocol = "{other}"'
+    )
+
+
+def _hint(reason: Any) -> str:
+    """The config key to look at for a refused connection (MQTT 5 reason codes; paho maps
+    3.1.1's return codes onto them)."""
+    value = reason.value
+    if value == 0x85:  # client identifier not valid
+        return "check mqtt.client_id"
+    if value in (0x86, 0x87, 0x8C):  # bad user name or password, not authorized, bad auth
+        return "check mqtt.username and the password"
+    if value in (0x88, 0x89):  # server unavailable, busy
+        return "the broker is unavailable or busy; see its log"
+    return "see the broker's log"

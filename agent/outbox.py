@@ -3,9 +3,14 @@
 SQLite in WAL mode under the agent's state directory. A message leaves the
 outbox only when the broker acknowledged it. When full (``max_messages`` or
 ``max_bytes``), the oldest messages are dropped and counted, so an SD card
-never fills up. If the database cannot be opened or written (read-only or
+never fills up; drops are logged (a WARNING with the count, at most every
+:data:`DROP_LOG_S`). If the database cannot be opened or written (read-only or
 full disk), the outbox keeps working in memory, bounded the same way, and says
-that durability is degraded.
+that durability is degraded; it tries the database again after :data:`RETRY_MIN_S`
+(doubling up to :data:`RETRY_MAX_S`) and, once it can be written, moves what memory
+holds back to disk (in order, same ids) and says that durability is restored.
+
+The write-ahead log is bounded by the room its volume has (:mod:`agent.outbox_db`).
 
 ``synchronous`` trades durability for SD-card writes (SQLite's PRAGMA):
 
@@ -35,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from agent.outbox_db import SPACE_CHECK_COMMITS, bound_wal, connect, replace_all
+
 __all__ = ["Message", "Outbox"]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +49,9 @@ logger = logging.getLogger(__name__)
 SYNCHRONOUS = ("off", "normal", "full")
 CACHE_MESSAGES = 256  #: Newest messages also kept in memory, so sending them reads no disk.
 MAX_STAGED = 100  #: Messages staged before :meth:`Outbox.put` commits by itself.
+DROP_LOG_S = 10.0  #: At most one "dropped" warning this often, seconds.
+RETRY_MIN_S = 30.0  #: First retry of the database after it failed, seconds; then doubling...
+RETRY_MAX_S = 300.0  #: ... up to this, seconds.
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,17 @@ class Outbox:
         self.dropped = 0  #: Messages dropped because the outbox was full.
         self.high_water = 0  #: Most messages waiting at once since start.
         self.degraded: Optional[str] = None  #: Why messages are only in memory, if they are.
+        self.restored = 0  #: Times durability came back after being degraded.
+        self._path = path
+        self._synchronous = synchronous
         self._db: Optional[sqlite3.Connection] = None
+        self._retry_at: Optional[float] = None  # monotonic time of the next try of the database
+        self._retry_s = RETRY_MIN_S
+        self._restored_at: Optional[float] = None  # monotonic time durability last came back
+        self._drops_unlogged = 0  # dropped since the last warning
+        self._wal_pages = 0  # the WAL's checkpoint threshold now, pages
+        self._commits = 0  # since free space was last looked at
+        self._next_drop_log = 0.0
         self._memory: collections.OrderedDict[int, Message] = collections.OrderedDict()
         self._next_id = 1
         self._count = 0
@@ -88,7 +108,7 @@ class Outbox:
             self.degraded = "no state directory configured"
         else:
             try:
-                self._open(path, synchronous)
+                self._open(path)
             except (sqlite3.Error, OSError) as exc:
                 self._degrade(f"cannot open {path}: {exc}")
 
@@ -147,13 +167,24 @@ class Outbox:
             except sqlite3.Error as exc:
                 self._degrade(f"cannot write: {exc}")
                 return
+            self._commits += 1
+            if self._commits >= SPACE_CHECK_COMMITS and self._path is not None:
+                self._commits = 0
+                self._wal_pages = bound_wal(db, self._path, self._wal_pages)
         self._staged.clear()
         self._deleted.clear()
         self._dirty_since = None
 
     def sync(self, max_age_s: float) -> None:
         """End of a loop turn: commit what was put, connected or not; deletes alone wait
-        until they are ``max_age_s`` old (or ride along with the next message)."""
+        until they are ``max_age_s`` old (or ride along with the next message). Also logs
+        drops (rate-limited) and, while degraded, tries the database again when due."""
+        if self._drops_unlogged:
+            self._log_drops(force=False)
+        if self._db is None:
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self.restore()
+            return
         if self._staged or (
             self._dirty_since is not None and time.monotonic() - self._dirty_since >= max_age_s
         ):
@@ -221,8 +252,56 @@ class Outbox:
             self._count -= 1
             self._bytes -= size
 
+    def restore(self) -> bool:
+        """Degraded: try the database again now. If it can be written, what memory holds
+        moves to disk in one transaction (in order, same ids) and durability is back.
+        Returns True if the outbox is on disk."""
+        if self._db is not None:
+            return True
+        path = self._path
+        if path is None:
+            return False
+        moving = list(self._memory.values())
+        db: Optional[sqlite3.Connection] = None
+        try:
+            db, self._wal_pages = connect(path, self._synchronous)
+            # What the database still holds was carried into memory when it failed (and some
+            # of it acked since): memory is the truth. New ids go on above every id handed
+            # out in memory, acked ones included: the sender asks for ids above the last sent.
+            replace_all(
+                db,
+                [(m.id, m.topic, m.payload, m.qos, int(m.retain)) for m in moving],
+                self._next_id - 1,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()  # rolls back
+            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+            self._retry_at = time.monotonic() + self._retry_s
+            logger.debug("outbox: %s still cannot be written (%s)", path, exc)
+            return False
+        self._db = db
+        self._memory = collections.OrderedDict()
+        self._cache = collections.OrderedDict((m.id, m) for m in moving[-CACHE_MESSAGES:])
+        # every live message from _cache_from up is cached; before it, on disk only
+        self._cache_from = moving[-CACHE_MESSAGES].id if len(moving) > CACHE_MESSAGES else 1
+        self._retry_at = None
+        self._restored_at = time.monotonic()
+        self.restored += 1
+        logger.warning(
+            "outbox: %s can be written again: durability restored (%d queued messages "
+            "moved from memory to disk)",
+            path,
+            len(moving),
+        )
+        self.degraded = None
+        return True
+
     def close(self) -> None:
         """Checkpoint and close the database."""
+        if self._drops_unlogged:
+            self._log_drops(force=True)
         self.commit()
         if self._db is not None:
             # closing anyway if this fails: WAL content is replayed on the next open
@@ -231,16 +310,8 @@ class Outbox:
             self._db.close()
             self._db = None
 
-    def _open(self, path: Path, synchronous: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, "
-            "retain INTEGER NOT NULL)"
-        )
+    def _open(self, path: Path) -> None:
+        db, self._wal_pages = connect(path, self._synchronous)
         count, size = db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
         ).fetchone()
@@ -254,10 +325,23 @@ class Outbox:
 
     def _degrade(self, why: str) -> None:
         if self.degraded is None:
+            now = time.monotonic()
+            # Failing again soon after coming back (a disk all but full) backs off further:
+            # two log lines every few minutes at most, not every 30 s.
+            if self._restored_at is not None and now - self._restored_at < RETRY_MAX_S:
+                self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+            else:
+                self._retry_s = RETRY_MIN_S
+            self._retry_at = now + self._retry_s if self._path is not None else None
+            retry = (
+                f"; trying the state directory again in {self._retry_s:g} s"
+                if self._path is not None
+                else ""
+            )
             logger.error(
-                "outbox: %s; durability is degraded: messages are kept in memory only "
-                "until the agent restarts",
+                "outbox: %s; durability is degraded: messages are kept in memory only%s",
                 why,
+                retry,
             )
         self.degraded = why
         if self._db is None:
@@ -299,3 +383,20 @@ class Outbox:
                 return
             self.ack(oldest[0].id)
             self.dropped += 1
+            self._drops_unlogged += 1
+
+    def _log_drops(self, force: bool) -> None:
+        """The rate-limited WARNING for drops since the last one (``force``: now)."""
+        now = time.monotonic()
+        if not force and now < self._next_drop_log:
+            return
+        self._next_drop_log = now + DROP_LOG_S
+        logger.warning(
+            "outbox full (max_messages %d, max_bytes %d): dropped the %d oldest messages not "
+            "yet acknowledged (%d since start)",
+            self.max_messages,
+            self.max_bytes,
+            self._drops_unlogged,
+            self.dropped,
+        )
+        self._drops_unlogged = 0

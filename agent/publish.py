@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from typing import Optional
@@ -9,14 +10,17 @@ from typing import Optional
 import numpy as np
 import orjson
 
+from agent.logutil import RateLimitedLog
 from agent.mqtt import MqttLink
-from agent.outbox import Outbox
+from agent.outbox import Message, Outbox
 
 #: Acks with no new message to carry them are committed after this long, seconds
 #: (new messages are committed every loop turn, connected or not).
 SYNC_S = 1.0
 
 __all__ = ["ForecastPublisher", "OutboxSender", "forecast_topic", "status_topic"]
+
+logger = logging.getLogger(__name__)
 
 
 def status_topic(prefix: str, device: str) -> str:
@@ -101,16 +105,22 @@ class OutboxSender:
     duplicate, so the agent never publishes a message twice. After a restart,
     what the outbox still holds is sent again: QoS 1 is at-least-once, and the
     payload's ``id`` lets consumers drop the rare duplicate.
+
+    A message the broker refuses (MQTT 5: a PUBACK reason code of 0x80 or more, such as
+    135 "not authorized" from an ACL) leaves the outbox too, counted in :attr:`refused`
+    and logged (rate-limited, with the topic and the reason): the same message would be
+    refused again, and retrying it would hold up every message behind it.
     """
 
     def __init__(self, outbox: Outbox, link: MqttLink, max_inflight: int = 20) -> None:
         self.outbox = outbox
         self._link = link
         self._max_inflight = max_inflight
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
-        self._early: set[int] = set()  # acks that came before we noted their mid
+        self._inflight: dict[int, Message] = {}  # paho mid -> the message
         self._last_sent = 0
-        self.sent = 0  #: Messages handed to the MQTT client.
+        self.sent = 0  #: Messages handed to the MQTT client, less those the broker refused.
+        self.refused = 0  #: Messages the broker refused (MQTT 5 PUBACK reason >= 0x80).
+        self._log = RateLimitedLog(logger)
 
     def pump(self) -> None:
         """Handle acknowledgements, then send what the in-flight window allows."""
@@ -140,21 +150,48 @@ class OutboxSender:
                 self.outbox.ack(msg.id)
                 continue
             # QoS 1/2: the client now holds the message and sends it, or re-sends it
-            # after the next connect, even when it reports "not connected" here.
+            # after the next connect, even when it reports "not connected" here. Its ack
+            # can only be read by a later poll: acks are drained before this loop.
             self._last_sent = msg.id
             self.sent += 1
-            if info.mid in self._early:
-                self._early.discard(info.mid)
-                self.outbox.ack(msg.id)
-            else:
-                self._inflight[info.mid] = msg.id
+            self._inflight[info.mid] = msg
 
     def _acked(self, mid: int) -> None:
-        msg_id = self._inflight.pop(mid, None)
-        if msg_id is not None:
-            self.outbox.ack(msg_id)
-        elif len(self._early) < 10_000:
-            self._early.add(mid)
+        msg = self._inflight.pop(mid, None)
+        if msg is not None:
+            self._done(mid, msg)
+            return
+        # Not from the outbox: status, discovery, quality, metrics. Nothing to forget (and
+        # nothing to remember: paho reuses mids, a stale one must not ack a later forecast).
+        refused = self._link.refused.pop(mid, None) if self._link.refused else None
+        if refused is not None:
+            self._log.warning(
+                "refused:other",
+                "broker refused a status, discovery or quality message: %s (reason code %d); "
+                "check the broker's ACL for this client",
+                refused,
+                refused.value,
+            )
+
+    def _done(self, mid: int, msg: Message) -> None:
+        """The broker answered: the message leaves the outbox, taken or refused."""
+        self.outbox.ack(msg.id)
+        refused = self._link.refused
+        if refused:  # rare: only an MQTT 5 broker says no
+            reason = refused.pop(mid, None)
+            if reason is not None:
+                self.sent -= 1
+                self.refused += 1
+                self._log.warning(
+                    f"refused:{msg.topic}",
+                    "broker refused the message on %s: %s (reason code %d); removed from the "
+                    "outbox, not retried (%d refused since start): check the broker's ACL for "
+                    "this client",
+                    msg.topic,
+                    reason,
+                    reason.value,
+                    self.refused,
+                )
 
     def flush(self, timeout_s: float) -> bool:
         """Pump until the outbox is empty or ``timeout_s`` passes; True if empty."""

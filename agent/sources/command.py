@@ -7,20 +7,23 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Optional
 
+from agent.config import Secret
 from agent.errors import ConfigError, SourceError
 from agent.sources.base import Reading, ReadingSink
 from agent.sources.parse import parse_json_reading, parse_number
 from agent.sources.poll import DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S, PolledSource
 
-__all__ = ["DEFAULT_TIMEOUT_S", "FORMATS", "CommandSource"]
+__all__ = ["DEFAULT_TIMEOUT_S", "FORMATS", "SECRET_ENV", "CommandSource", "child_environment"]
 
 DEFAULT_TIMEOUT_S = 5.0  #: How long a command may run, seconds.
 FORMATS = ("number", "json")  #: What a command prints.
 REAP_TIMEOUT_S = 1.0  #: How long to wait for a killed command to go, seconds.
 STDERR_TAIL = 200  #: Characters of a failed command's stderr that go into the log.
+#: Environment variables no command sees, whatever the config: the broker password's.
+SECRET_ENV = ("SENSORCAST_MQTT_PASSWORD",)
 
 
 class CommandSource(PolledSource):
@@ -35,6 +38,10 @@ class CommandSource(PolledSource):
     A non-zero exit or running longer than ``timeout_s`` seconds is a failure
     (the command and anything it started are killed). The command gets no
     stdin and runs in its own session, so the agent's signals do not reach it.
+
+    Its environment is the agent's without the broker password: no :data:`SECRET_ENV`
+    variable, none named in ``secret_env`` (``mqtt.password_env``), and none whose value
+    is one of ``secrets`` (the password, however it was given).
     """
 
     type_name = "command"
@@ -51,6 +58,8 @@ class CommandSource(PolledSource):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         format: Optional[str] = None,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        secrets: Collection[Secret] = (),
+        secret_env: Collection[str] = (),
     ) -> None:
         super().__init__(stream, stream_name, features, sink, interval_s, max_backoff_s)
         where = f"stream {stream_name}: command source"
@@ -76,6 +85,8 @@ class CommandSource(PolledSource):
             self._indexed = ((feature_index, features[feature_index]),)
         self._proc_lock = threading.Lock()
         self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._secrets = tuple(secrets)
+        self._secret_env = frozenset((*SECRET_ENV, *secret_env))
 
     def describe(self) -> str:
         """The command's name, for log lines."""
@@ -103,6 +114,8 @@ class CommandSource(PolledSource):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                # built per run (a fork and exec cost far more): the environment as it is now
+                env=child_environment(os.environ, self._secret_env, self._secrets),
             )
             self._proc = proc
         try:
@@ -123,6 +136,15 @@ class CommandSource(PolledSource):
         with self._proc_lock:
             if self._proc is not None and self._proc.returncode is None:
                 _kill(self._proc, reap=False)
+
+
+def child_environment(
+    environ: Mapping[str, str], names: Collection[str], secrets: Collection[Secret] = ()
+) -> dict[str, str]:
+    """``environ`` without the variables in ``names`` and any whose value is a secret."""
+    values = {s.reveal() for s in secrets}
+    values.discard("")  # an empty password must not strip every empty variable
+    return {k: v for k, v in environ.items() if k not in names and v not in values}
 
 
 def _kill(proc: subprocess.Popen[bytes], reap: bool = True) -> None:

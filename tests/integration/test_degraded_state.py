@@ -1,18 +1,22 @@
 """A state directory that cannot be written, or a disk that fills up: a clear error line, and
-forecasts keep coming."""
+forecasts keep coming; once the disk has room again, durability comes back."""
 
 from __future__ import annotations
 
 import json
 import signal
+import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 
 from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, fill_disk, json_lines, start_agent
+from tests.conftest import Subscriber, fill_disk, json_lines, run_mosquitto, start_agent
 
 PERIOD = 0.2
 
@@ -98,3 +102,83 @@ def test_a_full_disk_degrades_durability_not_forecasting(
     ids = [json.loads(p)["id"] for p in sub.payloads("/forecast")]
     assert len(set(ids)) == expected
     assert ids == sorted(ids, key=lambda i: int(i.split("/")[-1]))
+
+
+@pytest.fixture
+def own_broker() -> Iterator[MosquittoBroker]:
+    """A broker of its own: the test stops it."""
+    yield from run_mosquitto()
+
+
+@pytest.mark.timeout(150)
+def test_durability_comes_back_when_the_disk_has_room_again(
+    own_broker: MosquittoBroker,
+    fast_bundle: Path,
+    demo_dir: Path,
+    tmp_path: Path,
+    tiny_disk: Path,
+    subscriber_factory: Callable[[int, str], Subscriber],
+) -> None:
+    """The disk fills while the broker is away, so forecasts queue in memory; then room comes
+    back: the agent says durability is restored and its backlog is on disk, in order. Killed
+    with -9 after that, it has lost nothing: what the broker did not get is in the outbox."""
+    broker = own_broker
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "back"\n[state]\ndir = "{tiny_disk / "state"}"\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker.port}"\nreconnect_min_s = 1\n'
+        "reconnect_max_s = 2\n"
+        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
+        '[[streams.sources]]\ntype = "stdin"\n'
+    )
+    rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:80, 1:]
+    start = 1_700_030_000.0
+    lines = json_lines(rows, start, PERIOD)
+    sub = subscriber_factory(broker.port, "sensorcast/back/room/forecast")
+    log: list[str] = []
+    proc = start_agent(config)
+    assert proc.stdin is not None and proc.stderr is not None
+    stderr = proc.stderr
+    reader = threading.Thread(target=lambda: log.extend(iter(stderr.readline, "")))
+    reader.start()
+
+    def logged(text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in list(log)):
+                return True
+            time.sleep(0.1)
+        return False
+
+    try:
+        proc.stdin.write("".join(lines[:30]))
+        proc.stdin.flush()
+        assert sub.wait_for(lambda ms: len(ms) >= 5, 20)
+        broker.stop()  # from now on forecasts wait in the outbox
+        fill_disk(tiny_disk)
+        for line in lines[30:60]:
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            time.sleep(0.01)
+        assert logged("durability is degraded", 20), "".join(log)
+        (tiny_disk / "filler").unlink()
+        assert logged("durability restored", 60), "".join(log)  # retried after 30 s
+        proc.stdin.write("".join(lines[60:]))  # these go to disk straight away
+        proc.stdin.flush()
+        time.sleep(2.0)  # every window closed (the last by the clock) and committed
+    finally:
+        proc.kill()
+        proc.wait(10)
+        reader.join(10)
+        proc.stdin.close()
+        stderr.close()
+    with sqlite3.connect(tiny_disk / "state" / "outbox-back.db") as db:
+        queued = [json.loads(p)["id"] for (p,) in db.execute("SELECT payload FROM outbox")]
+        ordered = [row[0] for row in db.execute("SELECT id FROM outbox")]
+    expected = [f"back/room/{round((start + k * PERIOD) * 1000)}" for k in range(23, len(rows))]
+    received = {json.loads(p)["id"] for p in sub.payloads("/forecast")}
+    assert set(queued) | received == set(expected), sorted(set(expected) - set(queued) - received)
+    assert queued == [i for i in expected if i in set(queued)]  # in order
+    assert ordered == sorted(ordered)
+    assert len(queued) >= len(rows) - 60, queued  # the backlog and what came after
+    assert "Traceback" not in "".join(log)

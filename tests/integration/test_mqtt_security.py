@@ -3,6 +3,8 @@ real Mosquitto, with certificates made here by the openssl command."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import signal
 import subprocess
@@ -193,3 +195,68 @@ def test_mqtt5_protocol(mosquitto: MosquittoBroker, demo_dir: Path, tmp_path: Pa
     mqtt = f'url = "mqtt://127.0.0.1:{mosquitto.port}"\nprotocol = "5"'
     code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
     assert code == 0, log
+
+
+@pytest.mark.parametrize("given", ["SENSORCAST_MQTT_PASSWORD", "password_env", "both"])
+def test_command_sources_never_see_the_broker_password(
+    given: str, password_broker: MosquittoBroker, demo_dir: Path, tmp_path: Path
+) -> None:
+    """A real agent with a command source that writes its environment to a file and prints
+    a reading only when the password is nowhere in it. The password is in the agent's
+    environment by the name it was given under, and once more under another name ("both":
+    SENSORCAST_MQTT_PASSWORD wins over mqtt.password_env, whose variable still stays out)."""
+    seen = tmp_path / "command-env.json"
+    script = (
+        "import json, os, sys\n"
+        f"open({str(seen)!r} + '.tmp', 'w').write(json.dumps(dict(os.environ)))\n"
+        f"os.replace({str(seen)!r} + '.tmp', {str(seen)!r})\n"  # whole, even if killed
+        f"if {PASSWORD!r} in json.dumps(dict(os.environ)): sys.exit('password in my env')\n"
+        "print(json.dumps({'temperature': 21.5, 'humidity': 40}))\n"
+    )
+    mqtt = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"'
+    if given != "SENSORCAST_MQTT_PASSWORD":
+        mqtt += '\npassword_env = "BROKER_PW"'
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "cmd"\n[mqtt]\n{mqtt}\n'
+        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\n'
+        '[[streams.sources]]\ntype = "command"\ninterval_s = 0.2\n'
+        f"command = {json.dumps([sys.executable, '-c', script])}\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+        "CREDENTIALS_DIRECTORY": str(tmp_path),  # stays: names a folder, holds no secret
+        "SOME_COPY": PASSWORD,  # the same value under a name the agent cannot know
+        "UNRELATED": "kept",
+    }
+    if given == "both":
+        env |= {"SENSORCAST_MQTT_PASSWORD": PASSWORD, "BROKER_PW": "an-older-password"}
+    else:
+        env["BROKER_PW" if given == "password_env" else "SENSORCAST_MQTT_PASSWORD"] = PASSWORD
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while not seen.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # a few more runs, and their readings handed on
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, log = proc.communicate(timeout=30)
+    assert proc.returncode == 0, log
+    child = json.loads(seen.read_text())
+    assert PASSWORD not in json.dumps(child), sorted(child)
+    assert "an-older-password" not in json.dumps(child), sorted(child)
+    assert "SENSORCAST_MQTT_PASSWORD" not in child and "BROKER_PW" not in child
+    assert "SOME_COPY" not in child
+    assert child["UNRELATED"] == "kept" and child["CREDENTIALS_DIRECTORY"] == str(tmp_path)
+    assert "password in my env" not in log
+    accepted = re.findall(r"(\d+) readings accepted", log)
+    assert accepted and int(accepted[-1]) > 0, log[-2000:]

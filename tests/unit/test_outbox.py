@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -130,3 +131,83 @@ def test_memory_ids_continue_after_acked_disk_ids(tmp_path: Path) -> None:
 def test_invalid_synchronous_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Outbox(tmp_path / "x.db", synchronous="sometimes")
+
+
+def test_drops_are_logged_with_their_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full outbox drops the oldest: a WARNING says how many (rate-limited, the rest
+    counted into the next line, which close() writes at the latest)."""
+    box = Outbox(tmp_path / "o.db", max_messages=5)
+    with caplog.at_level(logging.WARNING, logger="agent.outbox"):
+        for i in range(20):
+            box.put("t", str(i).encode(), 1)
+        box.sync(3600)  # end of the loop turn
+        for _ in range(4):
+            box.put("t", b"more", 1)
+        box.sync(3600)  # within the rate limit: no second line yet
+        lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(lines) == 1 and "dropped the 15 oldest" in lines[0], lines
+        assert "max_messages 5" in lines[0] and "(15 since start)" in lines[0]
+        box.close()
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(lines) == 2 and "dropped the 4 oldest" in lines[1] and "(19 since start)" in lines[1]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "dropped" in r.message)
+    assert box.dropped == 19
+
+
+def test_durability_comes_back_when_the_disk_has_room_again(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real full filesystem, then room again: the outbox goes back to disk with everything
+    memory held (in order, same ids), says so, and new messages are on disk too."""
+    from tests.conftest import fill_disk
+
+    path = tiny_disk / "outbox.db"
+    box = Outbox(path, max_messages=100_000, max_bytes=1 << 30)
+    ids = [box.put("t", f"{i}".encode() * 100, qos=1) for i in range(20)]
+    box.ack(ids[0])
+    fill_disk(tiny_disk)
+    for i in range(20, 400):  # the WAL needs room sooner or later
+        ids.append(box.put("t", f"{i}".encode() * 100, qos=1))
+    assert box.degraded is not None
+    for msg_id in ids[1:5]:  # acked while in memory only: must not come back
+        box.ack(msg_id)
+    assert not box.restore()  # still full: stays in memory, nothing lost
+    assert box.degraded is not None and box.depth == 395
+    (tiny_disk / "filler").unlink()
+    with caplog.at_level(logging.WARNING, logger="agent.outbox"):
+        assert box.restore()
+    assert box.degraded is None and box.restored == 1
+    assert any("durability restored (395 queued" in r.getMessage() for r in caplog.records)
+    later = box.put("t", b"after", qos=1)
+    assert later > ids[-1]
+    waiting = box.pending(limit=1000)
+    assert [m.id for m in waiting] == [*ids[5:], later]
+    box.ack(ids[5])
+    box.sync(0.0)
+    # Durable: a process that dies now loses none of it (a reopen reads it all from disk).
+    again = Outbox(path, max_messages=100_000, max_bytes=1 << 30)
+    assert [m.id for m in again.pending(limit=1000)] == [*ids[6:], later]
+    assert [m.payload for m in again.pending(limit=1000)][:2] == [b"6" * 100, b"7" * 100]
+    assert again.put("t", b"next", qos=1) > later
+    box.close()
+    again.close()
+
+
+def test_the_wal_stays_small_on_a_small_volume(tiny_disk: Path) -> None:
+    """256 KiB free (the issue's state volume): a steady stream of forecasts, each acked,
+    thousands of commits; SQLite's default WAL (4 MiB before a checkpoint) would fill it."""
+    (tiny_disk / "filler").write_bytes(b"\0" * (256 * 1024))
+    box = Outbox(tiny_disk / "outbox.db")
+    wal = tiny_disk / "outbox.db-wal"
+    largest = 0
+    for _ in range(1500):
+        msg_id = box.put("sensorcast/pi/room/forecast", b"x" * 300, qos=1)
+        box.sync(1.0)  # the loop turn that made the forecast
+        box.ack(msg_id)
+        box.sync(0.0)  # the delete, committed
+        largest = max(largest, wal.stat().st_size)
+    assert box.degraded is None, box.degraded
+    assert largest <= 192 * 1024, largest
+    box.close()

@@ -655,11 +655,10 @@ def test_stdin_source_close_returns_while_the_stream_stays_open(pipe: Pipe) -> N
     pipe.write(b'{"temperature": 1, "humidity": 2}\n')
     sink.wait_for(2)
     t0 = time.monotonic()
-    source.close()
-    assert time.monotonic() - t0 < 0.1
-    assert source.running  # blocked in read: a daemon thread, left to the process
+    source.close()  # wakes the thread waiting for input and joins it
+    assert time.monotonic() - t0 < 0.5
+    assert not source.running  # no thread left inside a read at interpreter exit
     pipe.write(b'{"temperature": 3, "humidity": 4}\n')
-    assert source.join(DEADLINE_S)  # wakes, sees it is closed, ends
     assert len(sink.readings) == 2 and not source.eof
 
 

@@ -1,0 +1,146 @@
+"""MQTT 5 against real brokers: a forecast the broker refuses (Mosquitto with an ACL) is
+counted and logged, not passed off as sent; a broker that only speaks MQTT 3.1.1 (amqtt) is
+named as such, not blamed on the password."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from agent.demo import MosquittoBroker, free_port, wait_port
+from tests.conftest import Subscriber, json_lines, missing_tool, run_cli, run_mosquitto, start_agent
+
+PERIOD = 0.2
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path, topic_prefix: str) -> Iterator[MosquittoBroker]:
+    """Anonymous clients may do anything but publish forecasts."""
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {topic_prefix}/+/+/forecast\n")
+    acl.chmod(0o644)
+    yield from run_mosquitto(f"listener {{port}} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n")
+
+
+@pytest.mark.timeout(90)
+def test_forecasts_the_broker_refuses_are_counted_and_logged_not_sent(
+    acl_broker: MosquittoBroker,
+    topic_prefix: str,
+    fast_bundle: Path,
+    demo_dir: Path,
+    tmp_path: Path,
+    subscriber_factory: Callable[[int, str], Subscriber],
+) -> None:
+    """Mosquitto answers each forecast's PUBLISH with PUBACK reason 135 (not authorized):
+    the agent counts it as refused (summary, metrics), logs it with the topic, and does not
+    keep retrying it (the outbox ends empty)."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "acl5"\n[mqtt]\nurl = "mqtt://127.0.0.1:{acl_broker.port}"\n'
+        f'topic_prefix = "{topic_prefix}"\nprotocol = "5"\n[metrics]\ninterval_s = 1\n'
+        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
+        '[[streams.sources]]\ntype = "stdin"\n'
+    )
+    rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:27, 1:]
+    sub = subscriber_factory(acl_broker.port, f"{topic_prefix}/acl5/#")
+    forecasts = len(rows) - 23
+    with start_agent(config) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write("".join(json_lines(rows, 1_700_000_000, PERIOD)))
+            proc.stdin.flush()
+
+            def refused_all(_ms: object) -> bool:
+                metrics = sub.payloads("/metrics")
+                return bool(metrics) and json.loads(metrics[-1])["outbox"]["refused"] == forecasts
+
+            assert sub.wait_for(refused_all, 30), sub.payloads("/metrics")[-1:]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert sub.payloads("/forecast") == []  # the ACL held
+    assert sub.payloads("/status")  # while the rest went through
+    summary = re.findall(
+        r"outbox: (\d+) queued .*?, (\d+) sent, .*?(\d+) refused by the broker", stderr
+    )
+    assert summary and summary[-1] == ("0", "0", str(forecasts)), summary
+    warnings = [ln for ln in stderr.splitlines() if "refused the message" in ln]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], warnings  # rate-limited
+    assert f"{topic_prefix}/acl5/room/forecast" in warnings[0]
+    assert "Not authorized" in warnings[0] and "135" in warnings[0]
+    metrics = json.loads(sub.payloads("/metrics")[-1])["outbox"]
+    assert metrics["sent"] == 0 and metrics["depth"] == 0
+
+
+@pytest.fixture
+def amqtt_broker(tmp_path: Path) -> Iterator[int]:
+    """amqtt (an MQTT 3.1.1-only broker, the ``demo`` extra) in a process of its own."""
+    binary = Path(sys.executable).parent / "amqtt"
+    if not binary.exists():
+        missing_tool("amqtt is not installed: pip install 'sensorcast[demo]'")
+    port = free_port()
+    conf = tmp_path / "amqtt.yaml"  # YAML is a superset of JSON
+    conf.write_text(
+        json.dumps(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+    )
+    with subprocess.Popen(
+        [str(binary), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as proc:
+        try:
+            assert wait_port(port, 20), "amqtt did not start"
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_mqtt5_to_a_broker_that_only_speaks_3_1_1_says_so(
+    amqtt_broker: int, demo_dir: Path, tmp_path: Path
+) -> None:
+    """amqtt does not answer an MQTT 5 CONNECT that has properties (the agent's will has)
+    at all: the agent asks again in 3.1.1 and, answered, names the protocol."""
+    config = tmp_path / "agent.toml"
+    body = (
+        f'[device]\nid = "old"\n[mqtt]\nurl = "mqtt://127.0.0.1:{amqtt_broker}"\n'
+        "connect_timeout_s = 5\n{protocol}"
+        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\n'
+        'input_topic = "in/room"\n'
+    )
+    config.write_text(body.replace("{protocol}", 'protocol = "5"\n'))
+    started = time.monotonic()
+    done = run_cli("run", "--config", str(config), timeout=60)
+    assert done.returncode == 1 and time.monotonic() - started < 30, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("sensorcast: error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "does not speak MQTT 5" in errors[0], errors
+    assert 'mqtt.protocol = "3.1.1"' in errors[0], errors
+    assert "password" not in errors[0] and "is it an MQTT broker" not in errors[0], errors
+    # The same broker with the protocol it speaks: the agent comes online.
+    config.write_text(body.replace("{protocol}", ""))
+    with start_agent(config) as proc:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        for line in proc.stderr:
+            if " online as old" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and " online as old" in line, line + rest
