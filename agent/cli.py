@@ -11,12 +11,16 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from agent import __version__
 from agent.errors import ConfigError, SensorcastError
+
+if TYPE_CHECKING:
+    from agent.config import StreamConfig
 
 __all__ = ["main"]
 
@@ -24,6 +28,9 @@ logger = logging.getLogger("sensorcast")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+#: The reader of stdout went away: 128 + SIGPIPE, what a shell reports for `yes | head`, so
+#: `set -o pipefail` scripts see a cut-short `info` as they see any cut-short command.
+EXIT_BROKEN_PIPE = 141
 
 #: Subcommands handled by the build-time package, with their help lines.
 BUILD_TIME = {
@@ -63,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model bundle's manifest")
     info.add_argument("model", type=Path, help="bundle (.tflite) made by sensorcast convert")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    info.add_argument(
+        "--max-bytes",
+        type=_max_bytes,
+        default=None,
+        metavar="N",
+        help="refuse a file larger than N bytes without reading it (default 64 MiB)",
+    )
 
     demo = sub.add_parser("demo", help="run the agent on the shipped model and show forecasts")
     demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
@@ -81,7 +95,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code.
+
+    A reader that goes away early (``sensorcast info FILE | head``) ends the command with
+    :data:`EXIT_BROKEN_PIPE` and no traceback, the way the Python docs' note on SIGPIPE says:
+    flush inside the ``try``, then point stdout at /dev/null so the interpreter's own flush
+    at exit does not fail again.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: Optional[list[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in BUILD_TIME:
         return _build_time(argv[0], argv[1:])
@@ -126,11 +158,13 @@ def _fail(exc: BaseException, code: int) -> int:
 
 
 def _configure_logging(level: str) -> None:
+    """Log to stderr at ``level`` (debug, info, warning, error); call again once the config
+    says its ``[log] level`` (basicConfig alone would keep the first level)."""
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger().setLevel(getattr(logging, level.upper()))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -147,11 +181,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from agent.config import load_config
+    from agent.config import config_warnings, load_config
     from agent.runtime import load_runtime
     from agent.service import load_streams
 
     cfg = load_config(args.config)
+    _configure_logging(cfg.log_level)
+    logger.debug("config %s: %d streams, log level %s", cfg.path, len(cfg.streams), cfg.log_level)
     runtime = load_runtime(args.runtime)
     streams = load_streams(cfg, runtime)
     print(f"config {cfg.path}: ok (device {cfg.device.id}, broker {cfg.mqtt.url})")
@@ -160,10 +196,32 @@ def _check(args: argparse.Namespace) -> int:
         print(
             f"  stream {s.cfg.name}: {s.bundle.label} {m.quantization}, "
             f"window {m.window} x {m.period_s:g} s of {', '.join(m.features)} -> "
-            f"{m.horizon} steps of {', '.join(m.targets)}; input topic {s.cfg.input_topic}"
+            f"{m.horizon} steps of {', '.join(m.targets)}; {_describe_inputs(s.cfg)}"
         )
+        logger.debug("stream %s: model %s (sha256 %s)", s.cfg.name, s.cfg.model, s.bundle.sha256)
     print(f"  runtime: {runtime.name} {runtime.version}")
+    for warning in config_warnings(cfg):
+        print(f"  WARNING: {warning}")
     return 0
+
+
+def _describe_inputs(sc: StreamConfig) -> str:
+    """Where a stream's readings come from, for ``check``: its topic and each source."""
+    parts = [f"input topic {sc.input_topic}"] if sc.input_topic is not None else []
+    for src in sc.sources:
+        target = f"{src.feature} from " if src.feature else ""
+        if src.type in ("mqtt", "mqtt_value"):
+            what = f"{src.type} topic {src.topic}"
+        elif src.type == "file":
+            what = f"file {src.path} every {src.interval_s:g} s"
+        elif src.type == "command":
+            what = f"command {src.command[0]} every {src.interval_s:g} s"
+        else:
+            what = src.type
+        parts.append(target + what)
+    if len(parts) == 1:
+        return parts[0] if sc.input_topic is not None else f"input: {parts[0]}"
+    return "inputs: " + "; ".join(parts)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -176,10 +234,21 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_ERROR
 
 
-def _info(args: argparse.Namespace) -> int:
-    from agent.manifest import read_bundle
+def _max_bytes(text: str) -> int:
+    """``--max-bytes``: a positive whole number of bytes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return value
 
-    bundle = read_bundle(args.model)
+
+def _info(args: argparse.Namespace) -> int:
+    from agent.manifest import DEFAULT_MAX_BUNDLE_BYTES, read_bundle
+
+    bundle = read_bundle(args.model, args.max_bytes or DEFAULT_MAX_BUNDLE_BYTES)
     m = bundle.manifest
     if args.json:
         data = json.loads(m.to_json())

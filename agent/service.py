@@ -18,18 +18,19 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from agent.config import Config, StreamConfig
+from agent.config import Config, StreamConfig, config_warnings
 from agent.errors import ConfigError, ModelError
 from agent.forecast import Forecaster, Rollout, check_fits
 from agent.health import HealthFile, health_path
 from agent.homeassistant import discovery_messages
 from agent.logutil import RateLimitedLog
-from agent.manifest import Bundle, read_bundle
+from agent.manifest import DEFAULT_MAX_BUNDLE_BYTES, Bundle, read_bundle
 from agent.metrics import LatencyHistogram, serve_prometheus, snapshot
 from agent.mqtt import MqttLink
 from agent.outbox import Outbox
@@ -47,8 +48,8 @@ from agent.sources import (
     Source,
     StdinSource,
 )
-from agent.updates import ModelUpdater
-from agent.window import REASONS, Window
+from agent.updates import ModelUpdater, restore_previous
+from agent.window import MIN_TS, REASONS, Window
 
 __all__ = ["Service", "Stream", "load_streams"]
 
@@ -88,6 +89,10 @@ class Stream:
     quality_sent: float = 0.0  #: When its quality report was last published (monotonic).
     quality_judged: float = 0.0  #: When drift was last judged (monotonic).
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  #: Per forecast call.
+    #: Swapped in by a model update and not yet forecast from: if it fails in use, the
+    #: model file goes back to ``.previous``.
+    trial: bool = False
+    errors: int = 0  #: Exceptions from the model or window, each losing a forecast or reading.
 
 
 def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]:
@@ -98,17 +103,17 @@ def load_streams(cfg: Config, runtime: Optional[Runtime] = None) -> list[Stream]
     runtime = runtime or load_runtime()
     streams = []
     for i, sc in enumerate(cfg.streams):
-        bundle, forecaster, predict = load_model(sc, runtime)
+        bundle, forecaster, predict = load_model(sc, runtime, cfg.models.max_bytes)
         streams.append(Stream(i, sc, bundle, forecaster, _window(sc, bundle), predict))
     return streams
 
 
 def load_model(
-    sc: StreamConfig, runtime: Runtime
+    sc: StreamConfig, runtime: Runtime, max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
 ) -> tuple[Bundle, Forecaster, Callable[[np.ndarray], np.ndarray]]:
-    """Read a stream's bundle, check it fits, and make its forecaster."""
+    """Read a stream's bundle (at most ``max_bytes``), check it fits, make its forecaster."""
     try:
-        bundle = read_bundle(sc.model)
+        bundle = read_bundle(sc.model, max_bytes)
         check_fits(bundle, sc.features, sc.name)
         _check_inputs(sc, bundle.manifest.features)
         forecaster = Forecaster(bundle, runtime)
@@ -133,6 +138,7 @@ def _window(sc: StreamConfig, bundle: Bundle) -> Window:
         resample=sc.resample,
         close_delay_s=sc.close_delay_s,
         max_future_s=sc.max_future_s,
+        min_ts=MIN_TS,
     )
 
 
@@ -186,6 +192,9 @@ def build_sources(stream: Stream, link: MqttLink, sink: ReadingSink) -> list[Sou
                 i, name, features, index, cfg.command, sink,
                 interval_s=cfg.interval_s, timeout_s=cfg.timeout_s, format=cfg.format,
                 max_backoff_s=cfg.max_backoff_s,
+                # the broker password stays out of the command's environment
+                secrets=[p for p in (link.cfg.password,) if p is not None],
+                secret_env=[e for e in (link.cfg.password_env,) if e is not None],
             )  # fmt: skip
         else:
             source = StdinSource(i, name, features, sink)
@@ -219,14 +228,26 @@ class Service:
         self.link.gate = self._accepting
         self.link.on_connected.append(self._publish_discovery)
         self.updater: Optional[ModelUpdater] = None
+        #: (stream, sha256) of bundles the updater thread installed, for the loop to try.
+        self._updated: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         if cfg.updates.enabled:
+            rt, most = self.streams[0].forecaster.runtime, cfg.models.max_bytes
             self.updater = ModelUpdater(
                 cfg,
                 lambda topic, body: self.link.publish_later(topic, body, cfg.mqtt.qos, retain=True),
-                lambda _stream: self.request_reload(),
+                self._update_installed,
+                check=lambda sc: load_model(sc, rt, most)[0],  # as at start: all or nothing
             )
             for topic in self.updater.topics:
                 self.link.subscribe(topic, self.updater.handle, qos=1, gated=False)
+            if cfg.updates.mode == "closed":
+                logger.info(
+                    "model updates are closed: requests on %s are refused; set "
+                    "updates.public_key (signed bundles) or updates.allow_unsigned = true",
+                    self.updater.topics[0],
+                )
+        for warning in config_warnings(cfg):
+            logger.warning("%s", warning)
         ha = cfg.homeassistant
         if ha.enabled:
             self.link.subscribe(ha.status_topic, self._homeassistant_status, qos=1, gated=False)
@@ -448,8 +469,18 @@ class Service:
         self._queue.put([])
         self._wake()
 
+    def _update_installed(self, stream: str, sha256: str) -> None:
+        """Updater thread: a bundle is in place; the loop swaps it in, on trial."""
+        self._updated.put((stream, sha256))
+        self.request_reload()
+
     def _reload_models(self, only_changed: bool) -> None:
-        """Swap in new bundles between two forecasts; a bad one leaves the old running."""
+        """Swap in new bundles between two forecasts; a bad one leaves the old running, and
+        one an update just installed goes back to ``.previous``."""
+        updated: dict[Path, str] = {}  # model file -> sha256 an update just put there
+        while not self._updated.empty():
+            name, sha = self._updated.get()
+            updated.update({s.cfg.model: sha for s in self.streams if s.cfg.name == name})
         for stream in self.streams:
             name = stream.cfg.name
             try:
@@ -461,9 +492,16 @@ class Service:
                 continue
             stream.model_key = key
             try:
-                bundle, forecaster, predict = load_model(stream.cfg, stream.forecaster.runtime)
-            except ModelError as exc:
-                logger.error("%s; keeping %s", exc, stream.bundle.label)
+                bundle, forecaster, predict = load_model(
+                    stream.cfg, stream.forecaster.runtime, self.cfg.models.max_bytes
+                )
+            except Exception as exc:  # a ModelError, or worse from a hostile bundle: not fatal
+                why = str(exc)  # a ModelError names the stream; anything else is worded here
+                if not isinstance(exc, ModelError):
+                    why = f"stream {name}: model {stream.cfg.model}: {type(exc).__name__}: {exc}"
+                logger.error("%s; keeping %s", why, stream.bundle.label)
+                if stream.cfg.model in updated:
+                    self._roll_back(stream, updated.pop(stream.cfg.model), f"load failed: {why}")
                 continue
             if bundle.sha256 == stream.bundle.sha256:
                 continue
@@ -490,6 +528,46 @@ class Service:
             logger.info("stream %s: model reloaded: now %s", name, bundle.label)
             if self.link.connected:
                 self._publish_discovery()  # the horizon or targets may have changed
+        for stream in self.streams:  # also when the periodic file check swapped it in first
+            if updated.get(stream.cfg.model) == stream.bundle.sha256:
+                stream.trial = True
+
+    def _model_failed(self, streams: list[Stream], exc: Exception, doing: str) -> None:
+        """A model (or its window) raised in use: counted and logged, rate-limited, never
+        fatal; one on trial after an update is rolled back."""
+        reason = f"{doing} failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        for stream in streams:
+            stream.errors += 1
+            stream.due = False  # not again each turn: the next period tries again
+            self._log.warning(
+                f"{stream.cfg.name}:error", "stream %s: model %s: %s",
+                stream.cfg.name, stream.bundle.label, reason,
+            )  # fmt: skip
+        for stream in streams:
+            if stream.trial:
+                self._roll_back(stream, stream.bundle.sha256, reason)
+
+    def _roll_back(self, stream: Stream, sha256: str, reason: str) -> None:
+        """An update's bundle failed: put ``<model>.previous`` back, reload, report."""
+        model, name = stream.cfg.model, stream.cfg.name
+        for s in self.streams:
+            if s.cfg.model == model:
+                s.trial = False
+        try:
+            restored = restore_previous(model)
+        except OSError as exc:
+            restored = False
+            reason += f"; cannot restore {model.name}.previous: {exc.strerror or exc}"
+        if not restored:
+            logger.error("stream %s: updated model %s failed (%s)", name, sha256[:12], reason)
+            return
+        logger.error(
+            "stream %s: updated model %s failed (%s): rolled back to %s.previous",
+            name, sha256[:12], reason, model.name,
+        )  # fmt: skip
+        self._reload_models(only_changed=False)
+        if self.updater is not None:
+            self.updater.rolled_back(name, sha256, reason, stream.bundle.label)
 
     def stop(self) -> None:
         """Ask the loop to finish (safe from signal handlers and other threads)."""
@@ -649,9 +727,13 @@ class Service:
     def _ingest(self, batch: list[Reading], now: float) -> None:
         for reading in batch:
             stream = self.streams[reading.stream]
-            if stream.due and stream.window.appends_before(reading.ts):
-                self._forecast(stream)  # this window's forecast cannot wait for a batch
-            result = stream.window.add(reading.feature, reading.ts, reading.value, now)
+            try:
+                if stream.due and stream.window.appends_before(reading.ts):
+                    self._forecast(stream)  # this window's forecast cannot wait for a batch
+                result = stream.window.add(reading.feature, reading.ts, reading.value, now)
+            except Exception as exc:  # a window made from a bad manifest: the reading is lost
+                self._model_failed([stream], exc, "adding a reading")
+                continue
             if result < 0:
                 reason = REASONS[result]
                 stream.rejected[reason] = stream.rejected.get(reason, 0) + 1
@@ -700,7 +782,11 @@ class Service:
                 self._forecast(group[0])
                 continue
             started = time.perf_counter()
-            values = group[0].forecaster.predict_batch([s.window.view() for s in group])
+            try:
+                values = group[0].forecaster.predict_batch([s.window.view() for s in group])
+            except Exception as exc:  # see _forecast
+                self._model_failed(group, exc, "batched forecast")
+                continue
             each = (time.perf_counter() - started) / len(group)
             for stream, forecast in zip(group, values):
                 stream.latency.observe(each)
@@ -709,7 +795,11 @@ class Service:
 
     def _forecast(self, stream: Stream) -> None:
         started = time.perf_counter()
-        values = stream.predict(stream.window.view())
+        try:
+            values = stream.predict(stream.window.view())
+        except Exception as exc:  # one stream's broken model must not stop the agent
+            self._model_failed([stream], exc, "forecast")
+            return
         stream.latency.observe(time.perf_counter() - started)
         self._publish(stream, values)
 
@@ -722,6 +812,7 @@ class Service:
         stream.forecasts += 1
         stream.last_forecast = window_end
         stream.due = False
+        stream.trial = False  # it forecast: the update stays
 
     def counters(self) -> dict[str, Any]:
         """Per-stream counters, for logs and tests."""
@@ -737,6 +828,7 @@ class Service:
                 "forecasts": s.forecasts,
                 "batched": s.batched,
                 "gaps": s.window.gaps,
+                "errors": s.errors,
             }
         return out
 
@@ -749,12 +841,14 @@ class Service:
                 self.shed,
             )
         logger.info(
-            "outbox: %d queued (%d bytes, at most %d), %d sent, %d dropped when full%s",
+            "outbox: %d queued (%d bytes, at most %d), %d sent, %d dropped when full, "
+            "%d refused by the broker%s",
             box.depth,
             box.size_bytes,
             box.high_water,
             self.sender.sent,
             box.dropped,
+            self.sender.refused,
             f"; durability degraded: {box.degraded}" if box.degraded else "",
         )
         for name, c in self.counters().items():
