@@ -51,7 +51,7 @@ def test_missing_model(tmp_path: Path) -> None:
 def test_file_that_is_not_a_model(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_text("hello")
-    one_line_error(run_cli("check", "--config", str(config(tmp_path, junk))), "not a TFLite model")
+    one_line_error(run_cli("check", "--config", str(config(tmp_path, junk))), "TFLite model")
 
 
 def test_model_whose_features_do_not_match_the_stream(demo_dir: Path, tmp_path: Path) -> None:
@@ -73,3 +73,103 @@ def test_info_prints_the_manifest_as_json(demo_dir: Path) -> None:
     data = json.loads(result.stdout)
     assert data["window"] == 24 and data["features"] == ["temperature", "humidity"]
     assert data["accuracy"]["windows"] > 0
+
+
+def raw_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[device]\nid = "t"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n{text}')
+    return path
+
+
+def test_non_finite_float_keys_fail_check_and_run_with_one_line(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    model = demo_dir / "room.tflite"
+    for command, extra, key in (
+        ("run", "max_gap_s = inf\n", "streams[0].max_gap_s"),
+        ("check", "max_gap_s = inf\n", "streams[0].max_gap_s"),
+        ("check", "max_future_s = nan\n", "streams[0].max_future_s"),
+    ):
+        result = run_cli(command, "--config", str(config(tmp_path, model, extra)))
+        one_line_error(result, f"{key}: must be a finite number")
+        assert result.returncode == 2
+
+
+def test_deeply_nested_toml_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 100_000)
+    result = run_cli("check", "--config", str(path))
+    one_line_error(result, "not valid TOML", "nested too deeply")
+    assert "RecursionError" not in result.stderr
+
+
+def test_a_ca_file_that_is_not_a_certificate_fails_check_and_run(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("this is not a certificate\n")
+    path = raw_config(tmp_path, "")
+    path.write_text(
+        f'[device]\nid = "t"\n[mqtt]\nurl = "mqtts://127.0.0.1:1"\nca_file = "{ca}"\n'
+        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\ninput_topic = "x"\n'
+    )
+    for command in ("check", "run"):
+        result = run_cli(command, "--config", str(path))
+        one_line_error(result, f"mqtt.ca_file: {ca} holds no PEM certificate")
+
+
+def test_a_device_or_a_directory_as_model_says_what_it_is(tmp_path: Path) -> None:
+    result = run_cli("check", "--config", str(config(tmp_path, Path("/dev/zero"))))
+    one_line_error(result, "streams[0].model: /dev/zero is not a regular file (character device)")
+    result = run_cli("check", "--config", str(config(tmp_path, tmp_path)))
+    one_line_error(result, f"streams[0].model: {tmp_path} is a directory")
+
+
+def test_check_describes_each_streams_sources(demo_dir: Path, tmp_path: Path) -> None:
+    model = demo_dir / "room.tflite"
+    sensor = tmp_path / "temp1_input"
+    sensor.write_text("21000\n")
+    path = raw_config(
+        tmp_path,
+        f'[[streams]]\nname = "pipe"\nmodel = "{model}"\n[[streams.sources]]\ntype = "stdin"\n'
+        f'[[streams]]\nname = "mix"\nmodel = "{model}"\n'
+        f'[streams.inputs.temperature]\ntype = "file"\npath = "{sensor}"\ninterval_s = 5\n'
+        '[streams.inputs.humidity]\ntype = "mqtt_value"\ntopic = "sensors/hum"\n'
+        f'[[streams]]\nname = "topic"\nmodel = "{model}"\ninput_topic = "sensors/room"\n',
+    )
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "None" not in result.stdout, result.stdout
+    lines = {ln.split(":")[0].strip(): ln for ln in result.stdout.splitlines()}
+    assert lines["stream pipe"].endswith("; input: stdin"), result.stdout
+    assert lines["stream mix"].endswith(
+        f"; inputs: temperature from file {sensor} every 5 s; "
+        "humidity from mqtt_value topic sensors/hum"
+    ), result.stdout
+    assert lines["stream topic"].endswith("; input topic sensors/room"), result.stdout
+
+
+def test_two_stdin_sources_fail_check(demo_dir: Path, tmp_path: Path) -> None:
+    model = demo_dir / "room.tflite"
+    path = raw_config(
+        tmp_path,
+        f'[[streams]]\nname = "pipe"\nmodel = "{model}"\n'
+        '[[streams.sources]]\ntype = "stdin"\n[[streams.sources]]\ntype = "stdin"\n',
+    )
+    one_line_error(
+        run_cli("check", "--config", str(path)), "streams[0].sources[1].type: only one stdin"
+    )
+
+
+def test_log_level_debug_prints_debug_lines(demo_dir: Path, tmp_path: Path) -> None:
+    path = config(tmp_path, demo_dir / "room.tflite", "")
+    path.write_text(path.read_text() + '[log]\nlevel = "debug"\n')
+    checked = run_cli("check", "--config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert " DEBUG " in checked.stderr and "stream room: model" in checked.stderr
+    ran = run_cli("run", "--config", str(path))  # the broker is unreachable: it stops
+    debug = [ln for ln in ran.stderr.splitlines() if " DEBUG " in ln]
+    assert any("stream room: mqtt source on topic x" in ln for ln in debug), ran.stderr
+    # ... and at the default level, none.
+    quiet = run_cli("check", "--config", str(config(tmp_path, demo_dir / "room.tflite")))
+    assert quiet.returncode == 0 and " DEBUG " not in quiet.stderr
