@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-
-from agent.forecast import Forecaster
-from agent.manifest import Bundle, read_bundle
-from agent.runtime import Runtime, load_runtime
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import Bundle, read_bundle
+from sensorcast.agent.forecast.runtime import Runtime, load_runtime
 
 __all__ = ["BenchRow", "bench_bundle", "kernel_runtimes", "main_bench", "percentiles", "rss_mb"]
 

@@ -14,13 +14,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from agent import __version__
-from agent.errors import ConfigError, SensorcastError
+from sensorcast.agent import __version__
+from sensorcast.agent.errors import ConfigError, SensorcastError
 
 if TYPE_CHECKING:
-    from agent.config import StreamConfig
+    from sensorcast.agent.config import StreamConfig
 
 __all__ = ["main"]
 
@@ -121,35 +121,18 @@ def _main(argv: Optional[list[str]]) -> int:
     if args.command is None:
         _parser().print_help()
         return EXIT_USAGE
-    level = "INFO"
-    _configure_logging(level)
+    _configure_logging("INFO")
+    command = _COMMANDS.get(args.command)
+    if command is None:  # a build-time name argparse accepted, but not first: not ours
+        return EXIT_USAGE
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "check":
-            return _check(args)
-        if args.command == "info":
-            return _info(args)
-        if args.command == "health":
-            return _health(args)
-        if args.command == "bench":
-            from agent.bench import main_bench
-
-            threads = [int(t) for t in args.threads.split(",")] if args.threads else None
-            return main_bench(
-                args.models, args.runtime, threads, args.iterations, as_json=args.json
-            )
-        if args.command == "demo":
-            from agent.demo import run_demo
-
-            return run_demo(broker=args.broker, forecasts=args.forecasts)
+        return command(args)
     except ConfigError as exc:
         return _fail(exc, EXIT_USAGE)
     except SensorcastError as exc:
         return _fail(exc, EXIT_ERROR)
     except KeyboardInterrupt:
         return 130
-    return EXIT_USAGE
 
 
 def _fail(exc: BaseException, code: int) -> int:
@@ -168,9 +151,9 @@ def _configure_logging(level: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.runtime import load_runtime
-    from agent.service import Service
+    from sensorcast.agent.config import load_config
+    from sensorcast.agent.forecast.runtime import load_runtime
+    from sensorcast.agent.service import Service
 
     cfg = load_config(args.config)
     logging.getLogger().setLevel(cfg.log_level.upper())
@@ -181,9 +164,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from agent.config import config_warnings, load_config
-    from agent.runtime import load_runtime
-    from agent.service import load_streams
+    from sensorcast.agent.config import config_warnings, load_config
+    from sensorcast.agent.forecast.runtime import load_runtime
+    from sensorcast.agent.streams import load_streams
 
     cfg = load_config(args.config)
     _configure_logging(cfg.log_level)
@@ -225,8 +208,8 @@ def _describe_inputs(sc: StreamConfig) -> str:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.health import check_health, health_path
+    from sensorcast.agent.config import load_config
+    from sensorcast.agent.telemetry.health import check_health, health_path
 
     cfg = load_config(args.config)
     ok, reason = check_health(health_path(cfg.state_dir, cfg.device.id), args.max_age)
@@ -246,7 +229,7 @@ def _max_bytes(text: str) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from agent.manifest import DEFAULT_MAX_BUNDLE_BYTES, read_bundle
+    from sensorcast.agent.forecast.manifest import DEFAULT_MAX_BUNDLE_BYTES, read_bundle
 
     bundle = read_bundle(args.model, args.max_bytes or DEFAULT_MAX_BUNDLE_BYTES)
     m = bundle.manifest
@@ -299,6 +282,19 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from sensorcast.agent.bench import main_bench
+
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    return main_bench(args.models, args.runtime, threads, args.iterations, as_json=args.json)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sensorcast.agent.demo import run_demo
+
+    return run_demo(broker=args.broker, forecasts=args.forecasts)
+
+
 def _quant(q: object) -> str:
     dtype = getattr(q, "dtype", "float32")
     if dtype == "int8":
@@ -309,7 +305,7 @@ def _quant(q: object) -> str:
 def _build_time(command: str, argv: list[str]) -> int:
     """The workstation commands live in the ``convert`` package (TensorFlow, imported lazily:
     ``evaluate`` on a bundle needs none)."""
-    module_name = {"convert": "convert.cli"}.get(command, f"convert.{command}")
+    module_name = "sensorcast.convert." + {"convert": "cli"}.get(command, command)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -321,3 +317,14 @@ def _build_time(command: str, argv: list[str]) -> int:
         return EXIT_ERROR
     code: int = module.main(argv)
     return code
+
+
+#: The agent's own subcommands (every ``COMMAND`` of :func:`_parser` but the build-time ones).
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "check": _check,
+    "info": _info,
+    "health": _health,
+    "bench": _bench,
+    "demo": _demo,
+}

@@ -8,6 +8,7 @@ __all__ = [
     "PublishError",
     "SensorcastError",
     "SourceError",
+    "UpdateError",
 ]
 
 
@@ -32,3 +33,7 @@ class SourceError(SensorcastError):
 
 class PublishError(SensorcastError):
     """The MQTT broker cannot be reached or refused us."""
+
+
+class UpdateError(SensorcastError):
+    """A model update request was refused (why, in one line); the running model stays."""

@@ -171,14 +171,19 @@ class Window:
 
         ``ts`` and ``now`` are Unix seconds; ``now`` is the local wall clock.
         """
-        if not (_isfinite(value) and _isfinite(ts)):
-            return REJECT_NONFINITE
-        if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
-            return REJECT_OUT_OF_RANGE
-        if ts < self.min_ts:
-            return REJECT_TOO_OLD
-        if ts > now + self.max_future_s:
-            return REJECT_FUTURE
+        # One guard for the malformed readings, tested in the order of _invalid's reasons: an
+        # accepted reading pays the same comparisons as before, and only a malformed one pays
+        # the call that names the reason. Duplicates (a QoS 1 redelivery, a retained message
+        # again after a reconnect) are common enough to keep their test inline.
+        if (
+            not _isfinite(value)
+            or not _isfinite(ts)
+            or value < -FLOAT32_MAX
+            or value > FLOAT32_MAX
+            or ts < self.min_ts
+            or ts > now + self.max_future_s
+        ):
+            return self._invalid(ts, value)
         last_ts = self._last_ts[feature]
         if ts <= last_ts:
             return REJECT_DUPLICATE if ts == last_ts else REJECT_OUT_OF_ORDER
@@ -207,6 +212,17 @@ class Window:
             self._count[feature] = 1
         self._last_ts[feature] = ts
         return appended
+
+    def _invalid(self, ts: float, value: float) -> int:
+        """The reject code of a reading :meth:`add`'s guard refused: the first reason that
+        holds (the guard's last one, too far in the future, when none of the others does)."""
+        if not (_isfinite(value) and _isfinite(ts)):
+            return REJECT_NONFINITE
+        if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+            return REJECT_OUT_OF_RANGE
+        if ts < self.min_ts:
+            return REJECT_TOO_OLD
+        return REJECT_FUTURE
 
     def appends_before(self, ts: float) -> bool:
         """True if a reading at ``ts`` would close a slot (and move the window) when added."""

@@ -16,39 +16,65 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):  # run as a file: the checkout, not bench/, first on sys.path
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import numpy as np
 import paho.mqtt.client as paho
-from _common import REPO, demo_bundle, rss_mb
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker, free_port
+from bench.agent.models import demo_bundle
+from bench.harness.broker import Mosquitto
+from bench.harness.paths import REPO
+from bench.harness.proc import rss_mb
+
+__all__ = ["main"]
 
 PERIOD = 0.2  # forecasts every 0.2 s, so a flood of seconds shows whether they keep coming
 LINES = 200_000  # per publisher round
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--publishers", type=int, default=2)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sensorcast-flood-"))
-    bundle = demo_bundle(work / "room.tflite", PERIOD)
-    broker = MosquittoBroker(
-        MosquittoBroker.find() or "mosquitto",
-        port=free_port(),
-        conf="listener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n",
+@dataclass
+class Watch:
+    """What the watcher saw: forecast arrivals (monotonic s), their delays (s), broker drops."""
+
+    times: list[float] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    dropped: int = 0
+
+    def on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        """A forecast (or the broker's dropped-messages count)."""
+        if msg.topic.startswith("$SYS"):
+            self.dropped = int(msg.payload)
+            return
+        self.times.append(time.monotonic())
+        end = json.loads(msg.payload)["window_end"]
+        self.delays.append(time.time() - (end + 2 * PERIOD))  # its slot closed at end + period
+
+
+def _watcher(port: int, watch: Watch) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = watch.on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe(
+        [("sensorcast/flood/room/forecast", 0), ("$SYS/broker/publish/messages/dropped", 0)]
     )
-    broker.start()
-    port = broker.port
+    client.loop_start()
+    return client
+
+
+def _setup(work: Path, port: int) -> tuple[Path, Path]:
+    """The flood's lines and the agent's config."""
+    bundle = demo_bundle(work / "room.tflite", PERIOD)
     # Readings without a timestamp: the agent stamps them on arrival, so the flood lands in
     # the current period, windows keep closing and forecasts keep being due.
     flood = work / "flood.txt"
@@ -61,78 +87,81 @@ def main() -> int:
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n'
         f'[[streams]]\nname = "room"\nmodel = "{bundle}"\ninput_topic = "flood/in"\n'
     )
+    return flood, config
 
-    forecast_times: list[float] = []
-    delays: list[float] = []
-    broker_dropped = [0]
 
-    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
-        if msg.topic.startswith("$SYS"):
-            broker_dropped[0] = int(msg.payload)
-        else:
-            forecast_times.append(time.monotonic())
-            end = json.loads(msg.payload)["window_end"]
-            delays.append(time.time() - (end + 2 * PERIOD))  # its slot closed at end + period
+def _flood(port: int, flood: Path, seconds: float, publishers: int) -> tuple[int, float, float]:
+    """Publish the lines over and over for ``seconds``: (sent, start, duration)."""
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() < started + seconds:
+        pubs = []
+        for _ in range(publishers):
+            with flood.open("rb") as lines:
+                pubs.append(
+                    subprocess.Popen(
+                        ["mosquitto_pub", "-p", str(port), "-t", "flood/in", "-q", "0", "-l"],
+                        stdin=lines,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+        for p in pubs:
+            p.wait()
+        sent += LINES * publishers
+    return sent, started, time.monotonic() - started
 
-    watcher = paho.Client(CallbackAPIVersion.VERSION2)
-    watcher.on_message = on_message
-    watcher.connect("127.0.0.1", port)
-    watcher.subscribe([("sensorcast/flood/room/forecast", 0),
-                       ("$SYS/broker/publish/messages/dropped", 0)])  # fmt: skip
-    watcher.loop_start()
 
+def _sample(pid: int, samples: list[float], stop: threading.Event) -> None:
+    while not stop.is_set():
+        samples.append(rss_mb(pid))
+        time.sleep(0.25)
+
+
+@dataclass
+class Outcome:
+    """The agent's side of a flood."""
+
+    sent: int = 0
+    flood_s: float = 0.0
+    during: list[float] = field(default_factory=list)  #: forecast arrivals in the flood
+    rss: tuple[float, float, float] = (0.0, 0.0, 0.0)  #: before, peak, after (MB)
+    stderr: str = ""
+    code: Optional[int] = None
+
+
+def _run(args: argparse.Namespace, port: int, flood: Path, config: Path, watch: Watch) -> Outcome:
     agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        [sys.executable, "-m", "sensorcast.agent", "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     time.sleep(3.0)
-    rss_before = rss_mb(agent.pid)
-    samples: list[float] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            samples.append(rss_mb(agent.pid))
-            time.sleep(0.25)
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    out = Outcome()
+    before, samples, stop = rss_mb(agent.pid), [0.0], threading.Event()
+    sampler = threading.Thread(target=_sample, args=(agent.pid, samples, stop), daemon=True)
     sampler.start()
-
-    sent = 0
-    started = time.monotonic()
-    deadline = started + args.seconds
-    while time.monotonic() < deadline:
-        pubs = [
-            subprocess.Popen(
-                ["mosquitto_pub", "-p", str(port), "-t", "flood/in", "-q", "0", "-l"],
-                stdin=flood.open("rb"),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(args.publishers)
-        ]
-        for p in pubs:
-            p.wait()
-        sent += LINES * args.publishers
-    flood_s = time.monotonic() - started
-    during = [t for t in forecast_times if started <= t <= started + flood_s]
-    gaps = [b - a for a, b in zip(during, during[1:])]
+    out.sent, started, out.flood_s = _flood(port, flood, args.seconds, args.publishers)
+    out.during = [t for t in watch.times if started <= t <= started + out.flood_s]
     time.sleep(3.0)  # the agent drains what it holds
     stop.set()
     sampler.join()
-    rss_after = rss_mb(agent.pid)
-    agent.send_signal(signal.SIGTERM)
-    _, stderr = agent.communicate(timeout=60)
-    watcher.loop_stop()
-    broker.close()
+    out.rss = (before, max(samples), rss_mb(agent.pid))
+    agent.terminate()
+    _, out.stderr = agent.communicate(timeout=60)
+    out.code = agent.returncode
+    return out
 
-    accepted = int(re.findall(r"(\d+) readings accepted", stderr)[-1])
-    made = int(re.findall(r"(\d+) forecasts \(", stderr)[-1])
-    shed_found = re.findall(r"load shed: (\d+) reading batches", stderr)
+
+def _lines(args: argparse.Namespace, out: Outcome, watch: Watch) -> list[str]:
+    err = out.stderr
+    accepted = int(re.findall(r"(\d+) readings accepted", err)[-1])
+    made = int(re.findall(r"(\d+) forecasts \(", err)[-1])
+    shed_found = re.findall(r"load shed: (\d+) reading batches", err)
     shed = int(shed_found[-1]) if shed_found else 0
-    rate = sent / flood_s
+    gaps = [b - a for a, b in zip(out.during, out.during[1:])]
+    rate = out.sent / out.flood_s
     lines = [
         "# Flood results",
         "",
@@ -141,26 +170,49 @@ def main() -> int:
         f"{platform.machine()}, Python {platform.python_version()}; broker, publishers and "
         "agent share the machine.",
         "",
-        f"- offered: {sent:,} messages in {flood_s:.1f} s = **{rate:,.0f} messages/s** "
+        f"- offered: {out.sent:,} messages in {out.flood_s:.1f} s = **{rate:,.0f} messages/s** "
         f"(valid readings of 2 features, QoS 0, {args.publishers} x mosquitto_pub -l)",
         f"- agent accepted {accepted // 2:,} messages ({accepted:,} readings) and shed "
-        f"{shed:,} while its hand-over queue was full; the broker dropped {broker_dropped[0]:,} it "
+        f"{shed:,} while its hand-over queue was full; the broker dropped {watch.dropped:,} it "
         "could not deliver to the agent fast enough (Mosquitto's own queue bound)",
-        f"- forecasts during the flood: {len(during)} in {flood_s:.1f} s (one per "
-        f"{PERIOD:g} s period is {flood_s / PERIOD:.0f}); longest gap between two: "
+        f"- forecasts during the flood: {len(out.during)} in {out.flood_s:.1f} s (one per "
+        f"{PERIOD:g} s period is {out.flood_s / PERIOD:.0f}); longest gap between two: "
         f"{max(gaps) if gaps else float('nan'):.2f} s; the agent made {made} forecasts in all; "
-        f"a forecast reached the subscriber {np.median(delays):.2f} s (median) / "
-        f"{max(delays):.2f} s (max) after its window closed",
-        f"- agent RSS: {rss_before:.1f} MB before, peak {max(samples):.1f} MB during, "
-        f"{rss_after:.1f} MB after",
-        f"- agent exit code {agent.returncode}",
+        f"a forecast reached the subscriber {np.median(watch.delays):.2f} s (median) / "
+        f"{max(watch.delays):.2f} s (max) after its window closed",
+        f"- agent RSS: {out.rss[0]:.1f} MB before, peak {out.rss[1]:.1f} MB during, "
+        f"{out.rss[2]:.1f} MB after",
+        f"- agent exit code {out.code}",
         "",
     ]
-    if agent.returncode != 0:
-        lines += ["agent log (tail):", "", "```", *stderr.splitlines()[-15:], "```", ""]
-    (REPO / "bench" / "RESULTS-flood.md").write_text("\n".join(lines))
+    if out.code != 0:
+        lines += ["agent log (tail):", "", "```", *err.splitlines()[-15:], "```", ""]
+    return lines
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the flood; exit status 1 if the rate stayed under 100,000/s, no forecast came
+    during the flood, or the agent failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-flood.md")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="sensorcast-flood-"))
+    broker = Mosquitto("listener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n")
+    broker.start()
+    watch = Watch()
+    try:
+        flood, config = _setup(work, broker.port)
+        watcher = _watcher(broker.port, watch)
+        out = _run(args, broker.port, flood, config, watch)
+        watcher.loop_stop()
+    finally:
+        broker.close()
+    lines = _lines(args, out, watch)
+    args.out.write_text("\n".join(lines))
     print("\n".join(lines))
-    ok = agent.returncode == 0 and len(during) > 0 and rate >= 100_000
+    ok = out.code == 0 and len(out.during) > 0 and out.sent / out.flood_s >= 100_000
     return 0 if ok else 1
 
 

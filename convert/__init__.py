@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Callable, Optional
 
-from agent.errors import SensorcastError
+from sensorcast.agent.errors import SensorcastError
 
 __all__ = ["ConvertError", "run_command"]
 

@@ -4,7 +4,7 @@ TensorFlow's converter can crash the whole process (full-int8 calibration of
 a Keras 3 recurrent loop segfaults) and carries state between conversions in
 one process (we saw a float32 model disagree with Keras after other models
 had been built). So every conversion runs here, in a fresh interpreter, and
-the parent turns a crash into a message. Usage: ``python -m convert._worker SPEC.json``.
+the parent turns a crash into a message. Usage: ``python -m sensorcast.convert._worker SPEC.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 ERROR_PREFIX = "sensorcast-convert-error: "
 PROGRESS_PREFIX = "sensorcast-convert-progress: "
 SINGLE_SIGNATURE = "forecast"
-BATCH_SIGNATURE = "forecast_batch"  # must match agent.forecast.BATCH_SIGNATURE
+BATCH_SIGNATURE = (
+    "forecast_batch"  # must match sensorcast.agent.forecast.forecaster.BATCH_SIGNATURE
+)
 
 
 def unrolled_clone(model: Any, window: int, n_features: int) -> Any:

@@ -7,9 +7,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from agent.manifest import METADATA_NAME, Manifest, read_manifest_bytes
-from convert import ConvertError
+from sensorcast.agent.forecast.manifest import METADATA_NAME, Manifest, read_manifest_bytes
+from sensorcast.convert import ConvertError
 
 __all__ = ["embed_manifest", "write_atomic"]
 

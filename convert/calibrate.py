@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
-from agent.manifest import Norm
-from convert import ConvertError
+from sensorcast.agent.forecast.manifest import Norm
+from sensorcast.convert import ConvertError
 
 __all__ = [
     "TIME_COLUMNS",
@@ -118,45 +117,11 @@ def load_calibration(
     The first 80 % of the windows calibrate int8, the last 20 % measure error
     (with fewer than 10 windows, all are used for both).
     """
-    period = None
-    target_std = None
-    future: Optional[np.ndarray] = None
     if path.suffix == ".npy":
-        try:
-            windows = np.load(path, allow_pickle=False).astype(np.float64)
-        except (OSError, ValueError) as exc:
-            raise ConvertError(f"calibration {path}: not a readable .npy array ({exc})") from exc
-        if windows.ndim != 3 or windows.shape[1:] != (window, len(features)):
-            raise ConvertError(
-                f"calibration {path}: array shape {windows.shape} is not "
-                f"(n, {window}, {len(features)}) windows"
-            )
-        t_idx = [features.index(t) for t in targets if t in features]
-        if len(t_idx) == len(targets):
-            target_std = windows[:, -1, t_idx].std(axis=0)
+        windows, target_std = _npy_windows(path, features, targets, window)
+        future, period = None, None
     else:
-        columns, values, stamps = read_csv(path)
-        missing = [f for f in features if f not in columns]
-        if missing:
-            raise ConvertError(
-                f"calibration {path}: no column {', '.join(missing)} "
-                f"(it has {', '.join(columns)}); "
-                "name the model's features with --features"
-            )
-        if values.shape[0] < window:
-            raise ConvertError(
-                f"calibration {path}: {values.shape[0]} rows is fewer than one window of {window}"
-            )
-        x = values[:, [columns.index(f) for f in features]]
-        windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=0).transpose(0, 2, 1)
-        present = [t for t in targets if t in columns]
-        if len(present) == len(targets):
-            y = values[:, [columns.index(t) for t in targets]]
-            target_std = y.std(axis=0)
-            if horizon > 0:
-                future = _futures(y, window, horizon)
-        if stamps is not None and len(stamps) > 1:
-            period = float(np.median(np.diff(stamps)))
+        windows, target_std, future, period = _csv_windows(path, features, targets, window, horizon)
     if not np.isfinite(windows).all():
         raise ConvertError(f"calibration {path}: contains NaN or infinite values; clean them first")
     n = len(windows)
@@ -170,6 +135,57 @@ def load_calibration(
         period_s=period,
         evaluate_actual=_thin(future[split:]) if future is not None else None,
     )
+
+
+def _npy_windows(
+    path: Path, features: list[str], targets: list[str], window: int
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Windows from a .npy of ``(n, window, features)``, and the targets' std (target units)
+    at the windows' last step when every target is a feature, else None."""
+    try:
+        windows = np.load(path, allow_pickle=False).astype(np.float64)
+    except (OSError, ValueError) as exc:
+        raise ConvertError(f"calibration {path}: not a readable .npy array ({exc})") from exc
+    if windows.ndim != 3 or windows.shape[1:] != (window, len(features)):
+        raise ConvertError(
+            f"calibration {path}: array shape {windows.shape} is not "
+            f"(n, {window}, {len(features)}) windows"
+        )
+    t_idx = [features.index(t) for t in targets if t in features]
+    target_std = windows[:, -1, t_idx].std(axis=0) if len(t_idx) == len(targets) else None
+    return windows, target_std
+
+
+def _csv_windows(
+    path: Path, features: list[str], targets: list[str], window: int, horizon: int
+) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[float]]:
+    """Every window of a CSV's rows; with the targets among its columns, their std (target
+    units) and, for ``horizon`` > 0, what followed each window; the median time step in
+    seconds if it has a time column (else None)."""
+    columns, values, stamps = read_csv(path)
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise ConvertError(
+            f"calibration {path}: no column {', '.join(missing)} "
+            f"(it has {', '.join(columns)}); "
+            "name the model's features with --features"
+        )
+    if values.shape[0] < window:
+        raise ConvertError(
+            f"calibration {path}: {values.shape[0]} rows is fewer than one window of {window}"
+        )
+    x = values[:, [columns.index(f) for f in features]]
+    windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=0).transpose(0, 2, 1)
+    target_std = future = None
+    if all(t in columns for t in targets):
+        y = values[:, [columns.index(t) for t in targets]]
+        target_std = y.std(axis=0)
+        if horizon > 0:
+            future = _futures(y, window, horizon)
+    period = None
+    if stamps is not None and len(stamps) > 1:
+        period = float(np.median(np.diff(stamps)))
+    return windows, target_std, future, period
 
 
 def _futures(y: np.ndarray, window: int, horizon: int) -> np.ndarray:

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
-from agent import __version__
-from agent.manifest import Accuracy, Manifest, Norm, TensorQuant
-from agent.runtime import load_runtime
-from convert import ConvertError, run_command
-from convert.bundle import embed_manifest, write_atomic
-from convert.calibrate import Calibration, load_calibration, read_csv, read_norm, synthetic_windows
-from convert.load import KNOWN_LAYERS, ModelShape, SourceModel, file_sha256, load_source
-from convert.quantize import MODES, convert_in_child
-from convert.report import DEFAULT_MAX_ERROR_FRACTION, Candidate, Report, choose
-from convert.verify import BOUNDS, measure, reference_forecast, within_bound
+from sensorcast.agent import __version__
+from sensorcast.agent.forecast.manifest import Accuracy, Manifest, Norm
+from sensorcast.agent.forecast.runtime import load_runtime
+from sensorcast.convert import ConvertError, run_command
+from sensorcast.convert.bundle import embed_manifest, write_atomic
+from sensorcast.convert.calibrate import (
+    Calibration,
+    load_calibration,
+    read_csv,
+    read_norm,
+    synthetic_windows,
+)
+from sensorcast.convert.candidates import (
+    convert_all,
+    measure_mode,
+    mode_warnings,
+    tensor_types,
+    with_tensor_quant,
+)
+from sensorcast.convert.load import KNOWN_LAYERS, ModelShape, file_sha256, load_source
+from sensorcast.convert.quantize import MODES
+from sensorcast.convert.report import DEFAULT_MAX_ERROR_FRACTION, Candidate, Report, choose
+from sensorcast.convert.verify import reference_forecast
 
 __all__ = ["main", "mode_warnings", "tensor_types"]
 
@@ -91,12 +101,7 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 def convert_model(args: argparse.Namespace) -> Path:
     """Do the whole conversion; returns the bundle's path."""
     started = time.monotonic()
-    if args.int8_io and args.quantize not in ("int8", "auto"):
-        raise ConvertError("--int8-io only applies to --quantize int8 or auto")
-    if not 1 <= args.batch <= 4096:
-        raise ConvertError("--batch must be between 1 and 4096")
-    if args.max_error is not None and not args.max_error > 0:
-        raise ConvertError("--max-error must be a positive number in target units")
+    _check_options(args)
     source = load_source(args.model)
     shape = source.shape
     for name, cls in source.layers:
@@ -107,16 +112,7 @@ def convert_model(args: argparse.Namespace) -> Path:
     norm: dict[str, Norm] = {}
     if args.norm is not None:
         norm = read_norm(args.norm, list(dict.fromkeys([*features, *targets])))
-
-    if args.calibration is not None:
-        data = load_calibration(args.calibration, features, targets, shape.window, shape.horizon)
-    else:
-        if args.quantize == "int8":
-            raise ConvertError(
-                "int8 needs calibration data: pass --calibration DATA.csv with the model's features"
-            )
-        logger.info("no --calibration: checking the conversion on synthetic windows")
-        data = synthetic_windows(shape.window, features, norm)
+    data = _data(args, features, targets, shape, norm)
     period = args.period if args.period is not None else data.period_s
     if period is None or not period > 0:
         raise ConvertError(
@@ -147,11 +143,10 @@ def convert_model(args: argparse.Namespace) -> Path:
         max_error = DEFAULT_MAX_ERROR_FRACTION * scale
     progress = not args.quiet
     logger.info("converting %s to %s, each in a child process", args.model.name, ", ".join(modes))
-    converted = _convert_all(source, modes, draft, data, args.int8_io, progress, args.batch)
+    converted = convert_all(source, modes, draft, data, args.int8_io, progress, args.batch)
     # Measured one after the other, so latencies do not compete for the CPU.
     candidates = [
-        _measure_mode(converted[mode], draft, data, expected, target_std, progress)
-        for mode in modes
+        measure_mode(converted[mode], draft, data, expected, target_std, progress) for mode in modes
     ]
     report = Report(
         model=str(args.model),
@@ -163,13 +158,7 @@ def convert_model(args: argparse.Namespace) -> Path:
         runtime=_runtime_name(),
         candidates=candidates,
     )
-    if auto:
-        assert max_error is not None
-        chosen, why = choose(candidates, max_error)
-    else:
-        chosen, why = _check_single(candidates[0], max_error)
-    report.chosen = chosen.mode if chosen else None
-    report.why = why
+    chosen, why = _choose(report, auto)
     print(report.table())
     if args.report is not None:
         report.write(args.report)
@@ -177,7 +166,7 @@ def convert_model(args: argparse.Namespace) -> Path:
         raise ConvertError(f"{why}; nothing written to {args.output}")
 
     manifest = replace(
-        _with_tensor_quant(draft, chosen.tflite),
+        with_tensor_quant(draft, chosen.tflite),
         quantization=chosen.mode,
         warnings=tuple(chosen.warnings),
         accuracy=Accuracy(
@@ -200,6 +189,46 @@ def convert_model(args: argparse.Namespace) -> Path:
     return Path(args.output)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """The options that only make sense together, checked before any TensorFlow work."""
+    if args.int8_io and args.quantize not in ("int8", "auto"):
+        raise ConvertError("--int8-io only applies to --quantize int8 or auto")
+    if not 1 <= args.batch <= 4096:
+        raise ConvertError("--batch must be between 1 and 4096")
+    if args.max_error is not None and not args.max_error > 0:
+        raise ConvertError("--max-error must be a positive number in target units")
+
+
+def _data(
+    args: argparse.Namespace,
+    features: list[str],
+    targets: list[str],
+    shape: ModelShape,
+    norm: dict[str, Norm],
+) -> Calibration:
+    """The windows to calibrate and check on: ``--calibration``, else synthetic ones."""
+    if args.calibration is not None:
+        return load_calibration(args.calibration, features, targets, shape.window, shape.horizon)
+    if args.quantize == "int8":
+        raise ConvertError(
+            "int8 needs calibration data: pass --calibration DATA.csv with the model's features"
+        )
+    logger.info("no --calibration: checking the conversion on synthetic windows")
+    return synthetic_windows(shape.window, features, norm)
+
+
+def _choose(report: Report, auto: bool) -> tuple[Optional[Candidate], str]:
+    """Pick the bundle to write (``auto``: among every mode) and note it in ``report``."""
+    if auto:
+        assert report.max_error is not None
+        chosen, why = choose(report.candidates, report.max_error)
+    else:
+        chosen, why = _check_single(report.candidates[0], report.max_error)
+    report.chosen = chosen.mode if chosen else None
+    report.why = why
+    return chosen, why
+
+
 def _forecast_mae(
     expected: np.ndarray, actual: Optional[np.ndarray]
 ) -> tuple[tuple[float, ...], ...]:
@@ -213,73 +242,6 @@ def _forecast_mae(
     error = np.where(known, np.abs(expected - np.nan_to_num(actual)), 0.0)
     mae = error.sum(axis=0) / known.sum(axis=0)
     return tuple(tuple(round(float(v), 6) for v in row) for row in mae)
-
-
-def _convert_all(
-    source: SourceModel,
-    modes: tuple[str, ...],
-    draft: Manifest,
-    data: Calibration,
-    int8_io: bool,
-    progress: bool,
-    batch: int,
-) -> dict[str, Candidate]:
-    """Convert to every mode, two child processes at a time; failures become unavailable."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(mode: str) -> Candidate:
-        c = Candidate(mode=mode)
-        if mode == "int8" and data.data != "calibration":
-            c.status, c.reason = "unavailable", "int8 needs --calibration data"
-            return c
-        calib = _model_inputs(data.calibrate, draft) if mode == "int8" else None
-        try:
-            c.tflite = convert_in_child(
-                source, mode, calib, int8_io and mode == "int8", progress, batch
-            )
-        except ConvertError as exc:
-            c.status, c.reason = "unavailable", f"mode {mode} unavailable for this model: {exc}"
-        return c
-
-    workers = max(1, min(2, len(modes), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # int8 (the slowest, with calibration) first so it overlaps the others
-        order = sorted(modes, key=lambda m: m != "int8")
-        return dict(zip(order, pool.map(one, order)))
-
-
-def _measure_mode(
-    c: Candidate,
-    draft: Manifest,
-    data: Calibration,
-    expected: np.ndarray,
-    target_std: np.ndarray,
-    progress: bool,
-) -> Candidate:
-    """Run a converted candidate against the reference; mark it if beyond its bound."""
-    if c.status == "unavailable":
-        return c
-    mode, tflite = c.mode, c.tflite
-    manifest = replace(_with_tensor_quant(draft, tflite), quantization=mode)
-    agreement = measure(tflite, manifest, data.evaluate, expected, target_std, progress)
-    c.size = len(tflite)
-    c.mae, c.max_abs = agreement.mae, agreement.max_abs
-    c.rel_mae, c.rel_max = agreement.rel_mae, agreement.rel_max
-    c.latency_ms = agreement.latency_ms
-    c.warnings = mode_warnings(mode, tflite)
-    for warning in c.warnings:
-        print(f"sensorcast convert: warning: {warning}", file=sys.stderr)
-    if agreement.batch_diff > 1e-4 * agreement.scale:
-        c.status = "beyond bound"
-        c.reason = f"the batch signature differs from the single one by {agreement.batch_diff:.3g}"
-    elif not within_bound(mode, agreement):
-        bound_mae, bound_max = BOUNDS[mode]
-        c.status = "beyond bound"
-        c.reason = (
-            f"disagrees with Keras beyond the {mode} bound ({bound_mae:.2%} MAE, "
-            f"{bound_max:.2%} max of the targets' std)"
-        )
-    return c
 
 
 def _check_single(c: Candidate, max_error: Optional[float]) -> tuple[Optional[Candidate], str]:
@@ -335,17 +297,6 @@ def _resolve_targets(
     return given
 
 
-def _model_inputs(windows: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """Windows in the model's own input units (normalized if the bundle normalizes)."""
-    norm = manifest.normalization
-    if not norm:
-        return windows.astype(np.float32)
-    mean = np.array([norm[f].mean for f in manifest.features])
-    std = np.array([norm[f].std for f in manifest.features])
-    normalized: np.ndarray = ((windows - mean) / std).astype(np.float32)
-    return normalized
-
-
 def _target_scale(data: Calibration, manifest: Manifest, expected: np.ndarray) -> np.ndarray:
     """The targets' std in target units: from the data, the norm, or the reference outputs."""
     if data.target_std is not None and np.all(data.target_std > 0):
@@ -354,53 +305,6 @@ def _target_scale(data: Calibration, manifest: Manifest, expected: np.ndarray) -
         return np.array([manifest.normalization[t].std for t in manifest.targets])
     spread = expected.reshape(-1, expected.shape[-1]).std(axis=0)
     return np.where(spread > 0, spread, 1.0)
-
-
-def _with_tensor_quant(manifest: Manifest, tflite: bytes) -> Manifest:
-    """Record the interpreter's input/output types and quantization in the manifest."""
-    interp = load_runtime().interpreter(tflite)
-    quants = []
-    for detail in (interp.get_input_details()[0], interp.get_output_details()[0]):
-        dtype = np.dtype(detail["dtype"]).name
-        scale, zero = detail["quantization"]
-        quants.append(
-            TensorQuant(dtype=dtype, scale=float(scale), zero_point=int(zero))
-            if dtype == "int8"
-            else TensorQuant(dtype=dtype)
-        )
-    return replace(manifest, input=quants[0], output=quants[1])
-
-
-def tensor_types(tflite: bytes) -> set[str]:
-    """Types of every tensor in the flatbuffer, constants included (``float32``, ``int8``...)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if k.isupper()}
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    return {names.get(t.type, str(t.type)) for g in model.subgraphs for t in g.tensors}
-
-
-def mode_warnings(mode: str, tflite: bytes) -> list[str]:
-    """Check the converted model really is what ``mode`` promises; say so when not.
-
-    The converter skips weight tensors under 1024 elements for float16 and
-    dynamic-range quantization, so a small model can come out unchanged.
-    """
-    types = tensor_types(tflite)
-    if mode == "float16" and "float16" not in types:
-        return [
-            "float16 left every weight in float32 (the converter skips small tensors); "
-            "the bundle is effectively float32"
-        ]
-    if mode == "dynamic" and "int8" not in types:
-        return [
-            "dynamic-range quantization left every weight in float32 (the converter skips "
-            "tensors under 1024 elements); the bundle is effectively float32"
-        ]
-    if mode == "int8" and "int8" not in types:
-        return ["int8 produced no int8 tensor; the bundle is not integer-quantized"]
-    return []
 
 
 def _runtime_name() -> str:

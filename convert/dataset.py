@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
-from agent.manifest import Norm
-from convert import ConvertError
-from convert.calibrate import read_csv
+from sensorcast.agent.forecast.manifest import Norm
+from sensorcast.convert import ConvertError
+from sensorcast.convert.calibrate import read_csv
 
 __all__ = ["Series", "load_series", "windows"]
 

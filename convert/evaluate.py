@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-
-from convert import ConvertError, run_command
-from convert.dataset import Series, load_series
-from convert.train import names
+from sensorcast.convert import ConvertError, run_command
+from sensorcast.convert.dataset import Series, load_series
+from sensorcast.convert.train import names
 
 __all__ = ["main"]
 
@@ -115,9 +114,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bundle(path: Path) -> tuple[Predict, list[str], list[str], int, int]:
-    from agent.forecast import Forecaster
-    from agent.manifest import read_bundle
-    from agent.runtime import load_runtime
+    from sensorcast.agent.forecast.forecaster import Forecaster
+    from sensorcast.agent.forecast.manifest import read_bundle
+    from sensorcast.agent.forecast.runtime import load_runtime
 
     bundle = read_bundle(path)
     m = bundle.manifest
@@ -130,7 +129,7 @@ def _bundle(path: Path) -> tuple[Predict, list[str], list[str], int, int]:
 
 
 def _keras(args: argparse.Namespace) -> tuple[Predict, list[str], list[str], int, int]:
-    from convert.load import load_source
+    from sensorcast.convert.load import load_source
 
     if not args.features:
         raise ConvertError("--features is required for a Keras model (a bundle knows them)")

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
-from convert import ConvertError
+from sensorcast.convert import ConvertError
 
 __all__ = ["ModelShape", "SourceModel", "file_sha256", "load_source", "model_shape"]
 

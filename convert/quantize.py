@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
-from convert import ConvertError
-from convert._worker import ERROR_PREFIX, PROGRESS_PREFIX
-from convert.load import SourceModel
+from sensorcast.convert import ConvertError
+from sensorcast.convert._worker import ERROR_PREFIX, PROGRESS_PREFIX
+from sensorcast.convert.load import SourceModel
 
 __all__ = ["MODES", "convert_in_child"]
 
@@ -108,7 +107,7 @@ def _run_worker(work: Path, env: dict[str, str], mode: str, progress: bool) -> t
     timed_out = threading.Event()
     with (work / "stderr.txt").open("w+") as err:
         with subprocess.Popen(
-            [sys.executable, "-m", "convert._worker", str(work / "spec.json")],
+            [sys.executable, "-m", "sensorcast.convert._worker", str(work / "spec.json")],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=err,

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
-from convert import ConvertError, run_command
-from convert.dataset import load_series, windows
+from sensorcast.convert import ConvertError, run_command
+from sensorcast.convert.dataset import load_series, windows
 
 __all__ = ["main"]
 

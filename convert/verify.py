@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
-from agent.forecast import Forecaster
-from agent.manifest import Manifest, read_bundle
-from convert.bundle import embed_manifest
-from convert.load import SourceModel
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import Manifest, read_bundle
+from sensorcast.convert.bundle import embed_manifest
+from sensorcast.convert.load import SourceModel
 
 __all__ = ["BOUNDS", "Agreement", "measure", "reference_forecast", "within_bound"]
 
@@ -73,7 +72,8 @@ def measure(
     target_std: Optional[np.ndarray],
     progress: bool = False,
 ) -> Agreement:
-    """Forecast every window through :class:`agent.forecast.Forecaster`, compare and time it."""
+    """Forecast every window through the agent's own
+    :class:`~sensorcast.agent.forecast.forecaster.Forecaster`, compare and time it."""
     from tqdm import tqdm
 
     with tempfile.TemporaryDirectory(prefix="sensorcast-verify-") as tmp:

@@ -10,15 +10,15 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Optional
 
-from agent.config import Secret
-from agent.errors import ConfigError, SourceError
-from agent.sources.base import Reading, ReadingSink
-from agent.sources.parse import parse_json_reading, parse_number
-from agent.sources.poll import DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S, PolledSource
+from sensorcast.agent.errors import ConfigError, SourceError
+from sensorcast.agent.sources.base import Reading, ReadingSink, SourceContext
+from sensorcast.agent.sources.parse import parse_json_reading, parse_number
+from sensorcast.agent.sources.poll import DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S, PolledSource
+from sensorcast.agent.sources.spec import SecretValue, SourceConfig, SourceTable
 
 __all__ = ["DEFAULT_TIMEOUT_S", "FORMATS", "SECRET_ENV", "CommandSource", "child_environment"]
 
-DEFAULT_TIMEOUT_S = 5.0  #: How long a command may run, seconds.
+DEFAULT_TIMEOUT_S: float = SourceConfig.timeout_s  #: How long a command may run, seconds.
 FORMATS = ("number", "json")  #: What a command prints.
 REAP_TIMEOUT_S = 1.0  #: How long to wait for a killed command to go, seconds.
 STDERR_TAIL = 200  #: Characters of a failed command's stderr that go into the log.
@@ -45,6 +45,10 @@ class CommandSource(PolledSource):
     """
 
     type_name = "command"
+    config_keys = frozenset({"command", "format", "interval_s", "timeout_s", "max_backoff_s"})
+    for_feature = True
+    for_stream = True
+    timing_keys = ("interval_s", "timeout_s", "max_backoff_s")
 
     def __init__(
         self,
@@ -58,7 +62,7 @@ class CommandSource(PolledSource):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         format: Optional[str] = None,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
-        secrets: Collection[Secret] = (),
+        secrets: Collection[SecretValue] = (),
         secret_env: Collection[str] = (),
     ) -> None:
         super().__init__(stream, stream_name, features, sink, interval_s, max_backoff_s)
@@ -87,6 +91,37 @@ class CommandSource(PolledSource):
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._secrets = tuple(secrets)
         self._secret_env = frozenset((*SECRET_ENV, *secret_env))
+
+    @classmethod
+    def parse_config(cls, table: SourceTable) -> SourceConfig:
+        """``command`` (required: argv), ``format``, ``interval_s``, ``timeout_s``,
+        ``max_backoff_s``."""
+        # None, not the field's (): absent or not a list is reported once, by the reader
+        command = table.get("command", list, required=True, default=None)
+        if command is not None and (not command or not all(isinstance(a, str) for a in command)):
+            table.error("command", 'must be a list of strings, e.g. ["/usr/bin/x", "-j"]')
+            command = None
+        fmt = table.get("format", str, default="number" if table.feature else "json")
+        if fmt not in FORMATS or (fmt == "number" and table.feature is None):
+            table.error("format", "must be 'json' (or 'number' for one feature's input)")
+        return SourceConfig(
+            type=cls.type_name,
+            where=table.where,
+            feature=table.feature,
+            command=tuple(command) if command else (),
+            format=fmt,
+            **cls.parse_timing(table),
+        )
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig, ctx: SourceContext) -> CommandSource:
+        """A command source for the stream in ``ctx``: the broker password (``ctx.secrets``,
+        ``ctx.secret_env``) stays out of the command's environment."""
+        return cls(
+            ctx.stream, ctx.stream_name, ctx.features, ctx.feature_index(cfg), cfg.command,
+            ctx.sink, interval_s=cfg.interval_s, timeout_s=cfg.timeout_s, format=cfg.format,
+            max_backoff_s=cfg.max_backoff_s, secrets=ctx.secrets, secret_env=ctx.secret_env,
+        )  # fmt: skip
 
     def describe(self) -> str:
         """The command's name, for log lines."""
@@ -139,7 +174,7 @@ class CommandSource(PolledSource):
 
 
 def child_environment(
-    environ: Mapping[str, str], names: Collection[str], secrets: Collection[Secret] = ()
+    environ: Mapping[str, str], names: Collection[str], secrets: Collection[SecretValue] = ()
 ) -> dict[str, str]:
     """``environ`` without the variables in ``names`` and any whose value is a secret."""
     values = {s.reveal() for s in secrets}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import glob
 import os
 import time
+from pathlib import Path
 from typing import Callable, Union
 
-from agent.errors import ConfigError, SourceError
-from agent.sources.base import Reading, ReadingSink
-from agent.sources.parse import parse_number, parse_w1_slave
-from agent.sources.poll import DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S, PolledSource
+from sensorcast.agent.errors import ConfigError, SourceError
+from sensorcast.agent.sources.base import Reading, ReadingSink, SourceContext
+from sensorcast.agent.sources.parse import parse_number, parse_w1_slave
+from sensorcast.agent.sources.poll import DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S, PolledSource
+from sensorcast.agent.sources.spec import SourceConfig, SourceTable
 
 __all__ = ["PARSERS", "FileSource"]
 
@@ -38,6 +40,8 @@ class FileSource(PolledSource):
     """
 
     type_name = "file"
+    config_keys = frozenset({"path", "parser", "scale", "offset", "interval_s", "max_backoff_s"})
+    for_feature = True
 
     def __init__(
         self,
@@ -48,9 +52,9 @@ class FileSource(PolledSource):
         path: Union[str, os.PathLike[str]],
         sink: ReadingSink,
         interval_s: float = DEFAULT_INTERVAL_S,
-        parser: str = "number",
-        scale: float = 1.0,
-        offset: float = 0.0,
+        parser: str = SourceConfig.parser,
+        scale: float = SourceConfig.scale,
+        offset: float = SourceConfig.offset,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
     ) -> None:
         super().__init__(stream, stream_name, features, sink, interval_s, max_backoff_s)
@@ -68,6 +72,42 @@ class FileSource(PolledSource):
         self.offset = offset
         self._parse = PARSERS[parser]
         self._is_pattern = glob.has_magic(self.path)
+
+    @classmethod
+    def parse_config(cls, table: SourceTable) -> SourceConfig:
+        """``path`` (required; a glob must match a file now), ``parser``, ``scale``,
+        ``offset``, ``interval_s``, ``max_backoff_s``."""
+        text = table.get("path", str, required=True)
+        path = None
+        if text is not None:
+            path = table.resolve(text)
+            matches = glob.glob(str(path)) if glob.has_magic(str(path)) else [str(path)]
+            if not any(Path(m).is_file() for m in matches):
+                table.error("path", f"file not found: {path}")
+        parser = table.get("parser", str)
+        if parser not in PARSERS:
+            table.error("parser", f"must be {' or '.join(repr(p) for p in PARSERS)}")
+        return SourceConfig(
+            type=cls.type_name,
+            where=table.where,
+            feature=table.feature,
+            path=path,
+            parser=parser,
+            scale=table.get("scale", float),
+            offset=table.get("offset", float),
+            **cls.parse_timing(table),
+        )
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig, ctx: SourceContext) -> FileSource:
+        """A file source for ``cfg.feature`` of the stream in ``ctx``."""
+        feature = ctx.feature_index(cfg)
+        assert cfg.path is not None and feature is not None  # parse_config made sure
+        return cls(
+            ctx.stream, ctx.stream_name, ctx.features, feature, cfg.path, ctx.sink,
+            interval_s=cfg.interval_s, parser=cfg.parser, scale=cfg.scale, offset=cfg.offset,
+            max_backoff_s=cfg.max_backoff_s,
+        )  # fmt: skip
 
     def describe(self) -> str:
         """The file's path, for log lines."""

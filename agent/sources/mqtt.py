@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from agent.errors import ConfigError
-from agent.logutil import RateLimitedLog
-from agent.sources.base import Reading, ReadingSink, Source
-from agent.sources.parse import Rejection, parse_json_reading, parse_number
+from sensorcast.agent.errors import ConfigError
+from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.sources.base import Reading, ReadingSink, Source, SourceContext
+from sensorcast.agent.sources.parse import Rejection, parse_json_reading, parse_number
+from sensorcast.agent.sources.spec import SourceConfig, SourceTable
 
 __all__ = ["MqttJsonSource", "MqttValueSource"]
 
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 class _MqttSource(Source):
     """What the MQTT sources share: a topic, a sink and rate-limited reject logs."""
+
+    config_keys = frozenset({"topic"})
 
     def __init__(
         self,
@@ -34,6 +37,14 @@ class _MqttSource(Source):
         self._sink = sink
         self._log = RateLimitedLog(logger)
         logger.debug("stream %s: %s source on topic %s", stream_name, self.type_name, topic)
+
+    @classmethod
+    def parse_config(cls, table: SourceTable) -> SourceConfig:
+        """``topic`` (required): a topic name without wildcards."""
+        topic = table.topic("topic", required=True)
+        return SourceConfig(
+            type=cls.type_name, where=table.where, feature=table.feature, topic=topic
+        )
 
     def _bad(self, reason: str, what: str) -> None:
         self.reject(reason)
@@ -62,6 +73,7 @@ class MqttJsonSource(_MqttSource):
     """
 
     type_name = "mqtt"
+    for_stream = True
 
     def __init__(
         self,
@@ -73,6 +85,14 @@ class MqttJsonSource(_MqttSource):
     ) -> None:
         super().__init__(stream, stream_name, features, topic, sink)
         self._indexed = tuple(enumerate(features))
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig, ctx: SourceContext) -> MqttJsonSource:
+        """A source for the stream in ``ctx``, subscribed to ``cfg.topic``."""
+        assert cfg.topic is not None  # parse_config made sure
+        source = cls(ctx.stream, ctx.stream_name, ctx.features, cfg.topic, ctx.sink)
+        ctx.subscribe(cfg.topic, source.handle)
+        return source
 
     def handle(self, payload: bytes, arrival: float) -> None:
         """Parse one message (called in the main loop's MQTT poll); ``arrival`` in Unix s."""
@@ -97,6 +117,7 @@ class MqttValueSource(_MqttSource):
     """
 
     type_name = "mqtt_value"
+    for_feature = True
 
     def __init__(
         self,
@@ -112,6 +133,15 @@ class MqttValueSource(_MqttSource):
             raise ConfigError(f"stream {stream_name}: feature index {feature_index} out of range")
         self.feature_index = feature_index
         self._value_key = ((feature_index, "value"),)
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig, ctx: SourceContext) -> MqttValueSource:
+        """A source for ``cfg.feature`` of the stream in ``ctx``, subscribed to ``cfg.topic``."""
+        feature = ctx.feature_index(cfg)
+        assert cfg.topic is not None and feature is not None  # parse_config made sure
+        source = cls(ctx.stream, ctx.stream_name, ctx.features, feature, cfg.topic, ctx.sink)
+        ctx.subscribe(cfg.topic, source.handle)
+        return source
 
     def handle(self, payload: bytes, arrival: float) -> None:
         """Parse one message (called in the main loop's MQTT poll); ``arrival`` in Unix s."""

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 import orjson
-
-from agent.sources.base import Reading
+from sensorcast.agent.sources.base import Reading
 
 __all__ = [
     "W1_POWER_ON_MILLIDEGREES",

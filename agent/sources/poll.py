@@ -6,18 +6,20 @@ import logging
 import subprocess
 import threading
 import time
-from typing import Optional
+from typing import Any, ClassVar, Optional
 
-from agent.errors import ConfigError, SourceError
-from agent.logutil import RateLimitedLog
-from agent.sources.base import Reading, ReadingSink, Source
+from sensorcast.agent.errors import ConfigError, SourceError
+from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.sources.base import Reading, ReadingSink, Source
+from sensorcast.agent.sources.spec import SourceConfig, SourceTable
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_MAX_BACKOFF_S", "PolledSource"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S = 10.0  #: Seconds between reads.
-DEFAULT_MAX_BACKOFF_S = 60.0  #: Longest wait between retries of a failing source, seconds.
+DEFAULT_INTERVAL_S: float = SourceConfig.interval_s  #: Seconds between reads.
+#: Longest wait between retries of a failing source, seconds.
+DEFAULT_MAX_BACKOFF_S: float = SourceConfig.max_backoff_s
 JOIN_TIMEOUT_S = 2.0  #: How long :meth:`PolledSource.close` waits for the thread, seconds.
 FAILURE_LOG_INTERVAL_S = 300.0  #: At most one failure line per source this often, seconds.
 EXCEPTION_LOG_INTERVAL_S = 300.0  #: At most one traceback per source this often, seconds.
@@ -41,6 +43,8 @@ class PolledSource(Source):
     """
 
     type_name = "polled"
+    #: Its config keys that are durations, each checked to be > 0 seconds, in this order.
+    timing_keys: ClassVar[tuple[str, ...]] = ("interval_s", "max_backoff_s")
 
     def __init__(
         self,
@@ -71,6 +75,15 @@ class PolledSource(Source):
         self._log = RateLimitedLog(logger)
         self._failure_log = RateLimitedLog(logger, FAILURE_LOG_INTERVAL_S)
         self._next_traceback = 0.0
+
+    @classmethod
+    def parse_timing(cls, table: SourceTable) -> dict[str, Any]:
+        """The :attr:`timing_keys` read from ``table``: seconds (floats), by key."""
+        values = {key: table.get(key, float) for key in cls.timing_keys}
+        for key in cls.timing_keys:
+            if not values[key] > 0:
+                table.error(key, "must be > 0 seconds")
+        return values
 
     def describe(self) -> str:
         """What is read, for log lines (a path, a command)."""

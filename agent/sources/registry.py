@@ -1,17 +1,107 @@
-"""Source type names, as written in the config, mapped to their classes."""
+"""Source type names, as written in the config, mapped to their classes.
+
+Both ends go through this table: the config package validates each
+``[streams.inputs.<feature>]`` and ``[[streams.sources]]`` table with the class its
+``type`` names (:meth:`Source.parse_config`), and :func:`build_sources` builds each
+source with it (:meth:`Source.from_config`). A new source type is one module and one
+entry here.
+
+The dependency runs one way, ``config`` -> ``sources``: this package never imports the
+config package, so :func:`build_sources` takes a stream's and the broker's config by the
+attributes it reads (:class:`StreamInputs`, :class:`BrokerSecrets`), which
+:class:`~sensorcast.agent.config.StreamConfig` and
+:class:`~sensorcast.agent.config.MqttConfig` have.
+"""
 
 from __future__ import annotations
 
-from agent.sources.base import Source
-from agent.sources.command import CommandSource
-from agent.sources.file import FileSource
-from agent.sources.mqtt import MqttJsonSource, MqttValueSource
-from agent.sources.stdin import StdinSource
+from collections.abc import Sequence
+from typing import Optional, Protocol
 
-__all__ = ["SOURCE_TYPES"]
+from sensorcast.agent.sources.base import ReadingSink, Source, SourceContext, Subscribe
+from sensorcast.agent.sources.command import CommandSource
+from sensorcast.agent.sources.file import FileSource
+from sensorcast.agent.sources.mqtt import MqttJsonSource, MqttValueSource
+from sensorcast.agent.sources.spec import SecretValue, SourceConfig
+from sensorcast.agent.sources.stdin import StdinSource
 
-#: ``type = "..."`` in ``[streams.inputs.<feature>]`` or ``[[streams.sources]]``.
+__all__ = ["SOURCE_TYPES", "BrokerSecrets", "StreamInputs", "build_sources", "source_types"]
+
+#: ``type = "..."`` in ``[streams.inputs.<feature>]`` or ``[[streams.sources]]``; in the
+#: order config messages list them.
 SOURCE_TYPES: dict[str, type[Source]] = {
     cls.type_name: cls
-    for cls in (MqttJsonSource, MqttValueSource, FileSource, CommandSource, StdinSource)
+    for cls in (FileSource, MqttValueSource, MqttJsonSource, CommandSource, StdinSource)
 }
+
+
+def source_types(per_feature: bool) -> dict[str, type[Source]]:
+    """The types usable for one feature (``[streams.inputs.<feature>]``), or else for a
+    whole stream (``[[streams.sources]]``)."""
+    return {
+        name: cls
+        for name, cls in SOURCE_TYPES.items()
+        if (cls.for_feature if per_feature else cls.for_stream)
+    }
+
+
+class StreamInputs(Protocol):
+    """What :func:`build_sources` reads of a stream's config (a ``StreamConfig``)."""
+
+    @property
+    def name(self) -> str:
+        """The stream's name, for messages."""
+
+    @property
+    def input_topic(self) -> Optional[str]:
+        """The stream's JSON input topic, if any."""
+
+    @property
+    def sources(self) -> Sequence[SourceConfig]:
+        """Its other sources, validated."""
+
+
+class BrokerSecrets(Protocol):
+    """What :func:`build_sources` reads of the broker's config (an ``MqttConfig``)."""
+
+    @property
+    def password(self) -> Optional[SecretValue]:
+        """The broker password, however it was given."""
+
+    @property
+    def password_env(self) -> Optional[str]:
+        """``mqtt.password_env``: the name of the variable that holds it."""
+
+
+def build_sources(
+    index: int,
+    sc: StreamInputs,
+    features: tuple[str, ...],
+    mqtt: BrokerSecrets,
+    subscribe: Subscribe,
+    sink: ReadingSink,
+) -> list[Source]:
+    """Build stream ``index``'s sources (its ``input_topic`` first, then each configured
+    source by its type) for a model with ``features``; MQTT ones call ``subscribe``,
+    every one hands its readings to ``sink``. Command sources get the broker password to
+    keep it out of the child's environment. Nothing is started."""
+    ctx = SourceContext(
+        stream=index,
+        stream_name=sc.name,
+        features=features,
+        sink=sink,
+        subscribe=subscribe,
+        secrets=() if mqtt.password is None else (mqtt.password,),
+        secret_env=() if mqtt.password_env is None else (mqtt.password_env,),
+    )
+    out: list[Source] = []
+    if sc.input_topic is not None:
+        topic = SourceConfig(
+            type=MqttJsonSource.type_name,
+            where=f"streams[{index}].input_topic",
+            feature=None,
+            topic=sc.input_topic,
+        )
+        out.append(MqttJsonSource.from_config(topic, ctx))
+    out.extend(SOURCE_TYPES[cfg.type].from_config(cfg, ctx) for cfg in sc.sources)
+    return out

@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any, Optional
 
-from agent.errors import SourceError
-from agent.logutil import RateLimitedLog
-from agent.sources.base import ReadingSink, Source
-from agent.sources.parse import parse_json_reading
+from sensorcast.agent.errors import SourceError
+from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.sources.base import ReadingSink, Source, SourceContext
+from sensorcast.agent.sources.parse import parse_json_reading
+from sensorcast.agent.sources.spec import SourceConfig
 
 __all__ = ["StdinSource"]
 
@@ -31,7 +32,7 @@ EXCEPTION_LOG_INTERVAL_S = 300.0  #: At most one traceback this often, seconds.
 class StdinSource(Source):
     """Reads ``{"ts": <unix s>, "<feature>": <number>, ...}`` lines on a daemon thread.
 
-    Lines are parsed like :class:`~agent.sources.mqtt.MqttJsonSource`
+    Lines are parsed like :class:`~sensorcast.agent.sources.mqtt.MqttJsonSource`
     messages (``ts`` optional: the time the line was read). Blank lines are
     skipped, lines of :data:`MAX_LINE` bytes or more are rejected (``line_too_long``).
     End of input ends the thread. ``file`` is a binary or text stream,
@@ -47,6 +48,9 @@ class StdinSource(Source):
     """
 
     type_name = "stdin"
+    for_stream = True
+    # One process has one stdin: a second reader would steal lines from the first.
+    one_per_config = "feed other streams from mqtt, file or command"
 
     def __init__(
         self,
@@ -69,6 +73,11 @@ class StdinSource(Source):
         self._wake: Optional[tuple[int, int]] = None  # close() writes to [1] to end a poll
         self._log = RateLimitedLog(logger)
         self._next_traceback = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig, ctx: SourceContext) -> StdinSource:
+        """The stdin source of the stream in ``ctx`` (no keys of its own)."""
+        return cls(ctx.stream, ctx.stream_name, ctx.features, ctx.sink)
 
     def start(self) -> None:
         """Start the reading thread."""

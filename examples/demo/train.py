@@ -5,7 +5,7 @@ Run from the repository root with the [convert] extra installed:
     python examples/demo/train.py                 # train, then convert
     python examples/demo/train.py --convert-only  # convert the existing room.keras
 
-Writes 30 days of the synthetic room (agent.demo.room_series, the same generator
+Writes 30 days of the synthetic room (sensorcast.agent.demo.room_series, the same generator
 the demo feeds the agent) to room-30d.csv, trains on it with `sensorcast train`
 (70/20/10 chronological split, normalization from the training rows), converts
 with `sensorcast convert` calibrated on the held-out rows (room.csv), and
@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from agent.demo import DEMO_PERIOD_S, room_series
+from sensorcast.agent.demo import DEMO_PERIOD_S, room_series
 
 HERE = Path(__file__).resolve().parent
 WINDOW, HORIZON = 24, 12  # 2 h of 5-minute readings -> the next hour
@@ -37,7 +36,7 @@ def main() -> int:
     np.savetxt(data, rows, delimiter=",", header=header, comments="", fmt="%.3f")
     code = subprocess.call(
         [
-            sys.executable, "-m", "agent", "train", str(data),
+            sys.executable, "-m", "sensorcast.agent", "train", str(data),
             "--features", ",".join(FEATURES), "--targets", ",".join(TARGETS),
             "--window", str(WINDOW), "--horizon", str(HORIZON), "--period", str(DEMO_PERIOD_S),
             "-o", str(HERE / "room.keras"), "--norm-out", str(HERE / "norm.json"),
@@ -55,7 +54,8 @@ def main() -> int:
         return code
     return subprocess.call(
         [
-            sys.executable, "-m", "agent", "evaluate", str(HERE / "room.keras"), str(data),
+            sys.executable, "-m", "sensorcast.agent", "evaluate", str(HERE / "room.keras"),
+            str(data),
             "--features", ",".join(FEATURES), "--targets", ",".join(TARGETS),
             "--norm", str(HERE / "norm.json"), "--plot", str(HERE / "evaluate.png"),
             "--report", str(HERE / "evaluate.json"),
@@ -67,7 +67,7 @@ def convert() -> int:
     """Convert room.keras with the automatic, accuracy-guarded mode choice."""
     return subprocess.call(
         [
-            sys.executable, "-m", "agent", "convert", str(HERE / "room.keras"),
+            sys.executable, "-m", "sensorcast.agent", "convert", str(HERE / "room.keras"),
             "-o", str(HERE / "room.tflite"),
             "--quantize", "auto",
             "--report", str(HERE / "report.json"),

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sensorcast.agent.config import load_config
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.agent.service import Service
+from sensorcast.agent.sources import Reading
 
-from agent.config import load_config
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from agent.service import Service
-from agent.sources import Reading
-from tests.conftest import convert_demo
+from tests.support.bundles import convert_demo
+from tests.support.configs import agent_config, topic_stream
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +57,15 @@ class Capture:
 def test_streams_sharing_a_batched_model_forecast_in_one_call(
     batched: Path, demo_dir: Path, tmp_path: Path
 ) -> None:
-    streams = "".join(
-        f'[[streams]]\nname = "s{i}"\nmodel = "{batched}"\ninput_topic = "in/{i}"\n'
-        for i in range(6)
-    )
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[state]\ndir = "{tmp_path / "state"}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n' + streams
+    config = agent_config(
+        tmp_path,
+        port=1,
+        state={"dir": tmp_path / "state"},
+        streams=[topic_stream(batched, f"in/{i}", name=f"s{i}") for i in range(6)],
+        name="c.toml",
     )
     service = Service(load_config(config, env={}))
+    service.open()  # models, outbox, pipeline: no broker
     captures = [Capture() for _ in service.streams]
     for stream, capture in zip(service.streams, captures):
         stream.publisher = capture  # type: ignore[assignment]
@@ -72,9 +73,10 @@ def test_streams_sharing_a_batched_model_forecast_in_one_call(
     now = 2e9
     for ts, t, h in rows:
         for i in range(6):  # each stream sees the room shifted by i degrees
-            service._ingest([Reading(i, 0, ts, t + i), Reading(i, 1, ts, h)], now)
-        service._tick(now)
-        service._forecast_due()
+            service.pipeline.ingest([Reading(i, 0, ts, t + i), Reading(i, 1, ts, h)], now)
+        service.pipeline.tick(now)
+        service.pipeline.forecast_due()
+    service.close()
     counters = service.counters()
     assert all(c["forecasts"] == 7 for c in counters.values())
     assert all(c["batched"] == 7 for c in counters.values())  # 6 due streams, chunks of 4
@@ -87,15 +89,19 @@ def test_streams_sharing_a_batched_model_forecast_in_one_call(
 
 
 def test_sources_shed_load_when_the_loop_is_behind(batched: Path, tmp_path: Path) -> None:
-    from agent import service as service_module
+    from sensorcast.agent.sources.inbox import MAX_QUEUED
 
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[state]\ndir = "{tmp_path / "state"}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
-        f'[[streams]]\nname = "s"\nmodel = "{batched}"\ninput_topic = "in"\n'
+    config = agent_config(
+        tmp_path,
+        port=1,
+        state={"dir": tmp_path / "state"},
+        streams=[topic_stream(batched, "in", name="s")],
+        name="c.toml",
     )
     service = Service(load_config(config, env={}))
+    service.open()
     batch = [Reading(0, 0, 1.0, 1.0)]
-    for _ in range(service_module.MAX_QUEUED + 25):
-        service._hand_over(batch)
-    assert service.shed == 25  # memory stays bounded; what was dropped is counted
+    for _ in range(MAX_QUEUED + 25):
+        service.inbox.hand_over(batch)
+    service.close()
+    assert service.inbox.shed == 25  # memory stays bounded; what was dropped is counted

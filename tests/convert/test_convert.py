@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from convert import cli as convert_cli
-from convert.cli import main as convert_main
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.convert import cli as convert_cli
+from sensorcast.convert.cli import main as convert_main
 
 WINDOW, HORIZON = 12, 3
 FEATURES = ["temp", "hum"]
@@ -189,7 +188,8 @@ def test_without_calibration_float_modes_check_on_synthetic_windows(
 def test_converter_crash_becomes_a_clear_error(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The worker really segfaults (test hook in convert._worker); the parent must survive.
+    # The worker really segfaults (test hook in sensorcast.convert._worker); the parent
+    # must survive.
     monkeypatch.setenv("SENSORCAST_TEST_CRASH_CONVERTER", "int8")
     out = tmp_path / "crash.tflite"
     assert convert(tiny, out, "--quantize", "int8") == 1
@@ -201,7 +201,7 @@ def test_converter_crash_becomes_a_clear_error(
 def test_a_silent_hanging_converter_is_stopped_at_the_timeout(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from convert import quantize
+    from sensorcast.convert import quantize
 
     monkeypatch.setattr(quantize, "CONVERT_TIMEOUT_S", 3.0)
     monkeypatch.setenv("SENSORCAST_TEST_HANG_CONVERTER", "float32")  # sleeps, prints nothing

@@ -8,10 +8,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from convert.cli import main as convert_main
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.convert.cli import main as convert_main
 
 W, F, H = 16, 3, 4
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agent.errors import ModelError
-from agent.forecast import Forecaster, Rollout
-from agent.manifest import read_bundle
-from convert.cli import main as convert_main
+from sensorcast.agent.errors import ModelError
+from sensorcast.agent.forecast.forecaster import Forecaster, Rollout
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.convert.cli import main as convert_main
 
 W = 10
 

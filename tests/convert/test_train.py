@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agent.cli import main as cli
+from sensorcast.agent.cli import main as cli
 
 pytestmark = pytest.mark.convert
 

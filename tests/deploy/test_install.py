@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_deploy
+from tests.support.host import run_deploy
+from tests.support.paths import REPO
 
 SCRIPT = r"""
 set -eux

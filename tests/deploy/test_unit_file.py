@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import REPO, missing_tool
+from tests.support.host import missing_tool
+from tests.support.paths import REPO
 
 UNIT = REPO / "deploy" / "sensorcast.service"
 
@@ -62,7 +63,7 @@ def test_the_unit_parses_and_has_what_the_agent_relies_on() -> None:
 
 def test_the_example_config_is_accepted(tmp_path: Path) -> None:
     """What install.sh writes to /etc/sensorcast passes `sensorcast check`."""
-    from tests.conftest import run_cli
+    from tests.support.agents import run_cli
 
     (tmp_path / "models").mkdir()
     shutil.copy(REPO / "examples/demo/room.tflite", tmp_path / "models/room.tflite")

@@ -35,8 +35,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker, free_port, wait_port
-from tests.conftest import REPO, Subscriber, missing_tool, run_deploy
+from tests.support.brokers import MosquittoBroker, free_port, wait_port
+from tests.support.host import missing_tool, run_deploy
+from tests.support.mqtt import Subscriber
+from tests.support.paths import REPO
 
 QEMU = REPO / "deploy" / "qemu"
 PASSWORD = "vm-secret-7f3a"

@@ -32,12 +32,15 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from sensorcast.agent import __version__
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent import __version__
-from agent.demo import MosquittoBroker
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from tests.conftest import REPO, Subscriber, missing_tool, run_deploy
+from tests.support.brokers import MosquittoBroker
+from tests.support.configs import agent_config, topic_stream
+from tests.support.host import missing_tool, run_deploy
+from tests.support.mqtt import Subscriber
+from tests.support.paths import REPO
 
 #: Cold cache: debootstrap of the rootfs (~3 min), the wheelhouse and pip under emulation.
 COLD_CACHE_TIMEOUT_S = 1200
@@ -147,11 +150,12 @@ def config_dir(tmp_path: Path, demo_dir: Path, topic_prefix: str) -> Path:
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "room.tflite").write_bytes((demo_dir / "room.tflite").read_bytes())
-    (etc / "sensorcast.toml").write_text(
-        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'  # the container run sets the real one
-        f'topic_prefix = "{topic_prefix}"\n'
-        '[[streams]]\nname = "room"\nmodel = "room.tflite"\n'
-        f'input_topic = "{topic_prefix}/in/room"\n'
+    agent_config(
+        etc,
+        port=1,  # the container run sets the real broker
+        prefix=topic_prefix,
+        streams=[topic_stream("room.tflite", f"{topic_prefix}/in/room")],
+        name="sensorcast.toml",
     )
     # pytest makes directories 0700 for root: the image's user must be able to read these.
     for path in (etc, *etc.iterdir()):

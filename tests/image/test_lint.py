@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, missing_tool
+from tests.support.host import missing_tool
+from tests.support.paths import REPO
 
 
 def test_dockerfile_passes_hadolint() -> None:

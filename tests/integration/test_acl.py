@@ -17,7 +17,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,8 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import DEMO_DIR, MosquittoBroker
-from tests.conftest import REPO, json_lines, missing_tool, run_mosquitto
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker, run_mosquitto
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, topic_stream
+from tests.support.host import missing_tool
+from tests.support.paths import DEMO_DIR, REPO
 
 pytestmark = pytest.mark.mqtt
 
@@ -224,26 +227,23 @@ def _start_device(d: Path, port: int, bundle: Path, client_id: str | None = None
         key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
     (d / "mqtt-password").write_text(_password(DEVICE) + "\n")
-    config = d / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "{DEVICE}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\nusername = "{DEVICE}"\n'
-        'password_file = "mqtt-password"\nretain = true\n'
-        + (f'client_id = "{client_id}"\n' if client_id else "")
-        + f'[state]\ndir = "{d / "state"}"\n'
-        "[metrics]\ninterval_s = 1\n"
-        '[updates]\npublic_key = "update.pub"\n'
-        '[[streams]]\nname = "room"\nmodel = "models/room.tflite"\n'
-        f'input_topic = "sensors/{DEVICE}/room"\n'
+    config = agent_config(
+        d,
+        device=DEVICE,
+        port=port,
+        mqtt={
+            "username": DEVICE,
+            "password_file": "mqtt-password",
+            "retain": True,
+            "client_id": client_id,
+        },
+        state={"dir": d / "state"},
+        metrics={"interval_s": 1},
+        updates={"public_key": "update.pub"},
+        streams=[topic_stream("models/room.tflite", f"sensors/{DEVICE}/room")],
     )
     with (d / "agent.log").open("w") as log:  # a file: a full pipe would stall the agent
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            text=True,
-        )
+        proc = start_agent(config, stdin=subprocess.DEVNULL, stderr=log)
     return Device(d, proc, key, bundle.read_bytes())
 
 

@@ -15,8 +15,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, fill_disk, json_lines, run_mosquitto, start_agent
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker, run_mosquitto
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.host import fill_disk
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -31,12 +35,13 @@ def test_unwritable_state_directory_degrades_durability_not_forecasting(
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the state directory should be\n")  # even root cannot
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "ro"\n[state]\ndir = "{blocker / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\ntopic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="ro",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        state={"dir": blocker / "state"},
+        streams=[stdin_stream(fast_bundle)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:27, 1:]
     lines = "".join(json_lines(rows, 1_700_000_000, PERIOD))
@@ -69,12 +74,13 @@ def test_a_full_disk_degrades_durability_not_forecasting(
 ) -> None:
     """A real filesystem fills up under the running agent (its outbox, snapshots and health
     file): one clear ERROR, every forecast still reaches the broker, a clean exit."""
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "full"\n[state]\ndir = "{tiny_disk / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\ntopic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="full",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        state={"dir": tiny_disk / "state"},
+        streams=[stdin_stream(fast_bundle)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:330, 1:]
     lines = json_lines(rows, 1_700_000_000, PERIOD)
@@ -123,13 +129,13 @@ def test_durability_comes_back_when_the_disk_has_room_again(
     back: the agent says durability is restored and its backlog is on disk, in order. Killed
     with -9 after that, it has lost nothing: what the broker did not get is in the outbox."""
     broker = own_broker
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "back"\n[state]\ndir = "{tiny_disk / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker.port}"\nreconnect_min_s = 1\n'
-        "reconnect_max_s = 2\n"
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="back",
+        port=broker.port,
+        mqtt={"reconnect_min_s": 1, "reconnect_max_s": 2},
+        state={"dir": tiny_disk / "state"},
+        streams=[stdin_stream(fast_bundle)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:80, 1:]
     start = 1_700_030_000.0

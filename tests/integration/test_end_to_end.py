@@ -6,7 +6,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,20 +16,13 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, convert_demo
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import convert_demo
+from tests.support.configs import agent_config, topic_stream
+from tests.support.mqtt import Subscriber
 
 ROWS = 30
-
-
-def _config(tmp_path: Path, port: int, prefix: str, model: Path) -> Path:
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        f'[device]\nid = "e2e"\n[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n'
-        f'topic_prefix = "{prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{model}"\ninput_topic = "{prefix}/in/room"\n'
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +38,16 @@ def agent_proc(
     tmp_path: Path, mosquitto: MosquittoBroker, topic_prefix: str, float32_bundle: Path
 ) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
-    config = _config(tmp_path, mosquitto.port, topic_prefix, float32_bundle)
+    config = agent_config(
+        tmp_path,
+        device="e2e",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        streams=[topic_stream(float32_bundle, f"{topic_prefix}/in/room")],
+    )
 
     def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_agent(config, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         procs.append(proc)
         return proc
 

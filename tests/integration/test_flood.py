@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,8 +15,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.configs import agent_config, topic_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -39,24 +40,19 @@ def test_big_payloads_and_a_flood_are_shed_and_counted(
     subscriber_factory: Callable[[int, str], Subscriber],
 ) -> None:
     topic = f"{topic_prefix}/in"
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "flood"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\ninput_topic = "{topic}"\n'
+    config = agent_config(
+        tmp_path,
+        device="flood",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        streams=[topic_stream(fast_bundle, topic)],
     )
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/flood/room/forecast")
     pub = paho.Client(CallbackAPIVersion.VERSION2)
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config, stdin=subprocess.DEVNULL) as proc:
         time.sleep(2.0)
         base = _rss_mb(proc.pid)
         big = b'{"ts": 1, "temperature": ' + b"1" * (1024 * 1024) + b"}"

@@ -12,8 +12,11 @@ from typing import Any, Callable
 import jinja2
 import numpy as np
 
-from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, json_lines, start_agent
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -51,12 +54,13 @@ def test_forecasts_appear_in_home_assistant_without_yaml(
     subscriber_factory: Callable[[int, str], Subscriber],
 ) -> None:
     ha = f"{topic_prefix}-ha"
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "kitchen"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n[homeassistant]\ndiscovery_prefix = "{ha}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\nunits = {{temperature = "°C"}}\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="kitchen",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        homeassistant={"discovery_prefix": ha},
+        streams=[stdin_stream(fast_bundle, units={"temperature": "°C"})],
     )
     discovery = subscriber_factory(mosquitto.port, f"{ha}/#")
     forecasts = subscriber_factory(mosquitto.port, f"{topic_prefix}/kitchen/#")

@@ -8,17 +8,18 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from agent.demo import MosquittoBroker
-from tests.conftest import Subscriber, json_lines
-from tests.unit.manifest_writer import bundle_bytes, demo_manifest
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.manifests import bundle_bytes, demo_manifest
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -36,11 +37,13 @@ def test_hostile_model_files_are_refused_on_hot_reload(
     model = tmp_path / "room.tflite"
     model.write_bytes(good)
     label = f"room@{hashlib.sha256(good).hexdigest()[:12]}"
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "hostile"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n[models]\nmax_bytes = 1048576\n'
-        f'[[streams]]\nname = "room"\nmodel = "{model}"\n[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="hostile",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        models={"max_bytes": 1048576},
+        streams=[stdin_stream(model)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:70, 1:]
     lines = json_lines(rows, 1_700_000_000, PERIOD)
@@ -51,13 +54,7 @@ def test_hostile_model_files_are_refused_on_hot_reload(
         incoming.write_bytes(data)
         os.replace(incoming, model)
 
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
 
         def feed(part: list[str]) -> None:

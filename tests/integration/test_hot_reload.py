@@ -7,18 +7,19 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent.demo import MosquittoBroker
-from agent.manifest import read_bundle
-from tests.conftest import Subscriber, convert_demo, json_lines
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import convert_demo, json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -42,11 +43,12 @@ def test_model_file_change_and_sighup(
 ) -> None:
     model = tmp_path / "room.tflite"
     shutil.copy(bundles[0], model)
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "hot"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{model}"\n[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="hot",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        streams=[stdin_stream(model)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:60, 1:]
     lines = json_lines(rows, 1_700_000_000, PERIOD)
@@ -56,13 +58,7 @@ def test_model_file_change_and_sighup(
     def models() -> list[str]:
         return [json.loads(p)["model"] for p in sub.payloads("/forecast")]
 
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
 
         def feed(part: list[str]) -> None:

@@ -12,8 +12,12 @@ from typing import Callable
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.demo import MosquittoBroker, free_port, wait_port
-from tests.conftest import Subscriber, json_lines, run_cli, start_agent
+from tests.support.agents import run_cli, start_agent
+from tests.support.brokers import MosquittoBroker, free_port, wait_port
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream, topic_stream
+from tests.support.mqtt import Subscriber
+from tests.support.paths import DEMO_DIR
 
 PERIOD = 0.2
 
@@ -27,13 +31,14 @@ def test_prometheus_endpoint_and_mqtt_metrics(
     subscriber_factory: Callable[[int, str], Subscriber],
 ) -> None:
     port = free_port()
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "m"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n[homeassistant]\nenabled = false\n'
-        f"[metrics]\ninterval_s = 1\nprometheus_port = {port}\n"
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="m",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        homeassistant={"enabled": False},
+        metrics={"interval_s": 1, "prometheus_port": port},
+        streams=[stdin_stream(fast_bundle)],
     )
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/m/metrics")
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:30, 1:]
@@ -94,12 +99,12 @@ def test_a_busy_prometheus_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        config = tmp_path / "agent.toml"
-        config.write_text(
-            f'[device]\nid = "m"\n[mqtt]\nurl = "mqtt://127.0.0.1:{free_port()}"\n'
-            f"[metrics]\nprometheus_port = {port}\n"
-            f'[[streams]]\nname = "room"\nmodel = "{Path("examples/demo/room.tflite").resolve()}"\n'
-            'input_topic = "x"\n'
+        config = agent_config(
+            tmp_path,
+            device="m",
+            port=free_port(),
+            metrics={"prometheus_port": port},
+            streams=[topic_stream(DEMO_DIR / "room.tflite", "x")],
         )
         done = run_cli("run", "--config", str(config), timeout=60)
     assert done.returncode != 0

@@ -21,11 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker
-from tests.conftest import REPO, Subscriber, start_agent
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.configs import agent_config, topic_stream
+from tests.support.mqtt import Subscriber
+from tests.support.paths import DATA_DIR, DEMO_DIR
 
-DEMO = REPO / "examples" / "demo" / "room.tflite"
-OTHER = REPO / "tests" / "data" / "room_float32.tflite"  # same features, another bundle
+DEMO = DEMO_DIR / "room.tflite"
+OTHER = DATA_DIR / "room_float32.tflite"  # same features, another bundle
 
 
 def _send(port: int, topic: str, body: dict[str, Any]) -> None:
@@ -54,12 +57,14 @@ def test_updates_are_verified_checked_and_swapped_in(
     (tmp_path / "update.pub").write_bytes(
         key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "up"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n[homeassistant]\nenabled = false\n'
-        '[updates]\npublic_key = "update.pub"\n'
-        '[[streams]]\nname = "room"\nmodel = "models/room.tflite"\ninput_topic = "in"\n'
+    config = agent_config(
+        tmp_path,
+        device="up",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        homeassistant={"enabled": False},
+        updates={"public_key": "update.pub"},
+        streams=[topic_stream("models/room.tflite", "in")],
     )
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/#")
     set_topic = f"{topic_prefix}/up/model/set"

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +15,16 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from agent.demo import MosquittoBroker, free_port, wait_port
-from tests.conftest import Subscriber, json_lines, missing_tool, run_cli, run_mosquitto, start_agent
+from tests.support.agents import run_cli, start_agent
+from tests.support.brokers import (
+    AmqttBroker,
+    MosquittoBroker,
+    run_amqtt,
+    run_mosquitto,
+)
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream, topic_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -44,12 +50,14 @@ def test_forecasts_the_broker_refuses_are_counted_and_logged_not_sent(
     """Mosquitto answers each forecast's PUBLISH with PUBACK reason 135 (not authorized):
     the agent counts it as refused (summary, metrics), logs it with the topic, and does not
     keep retrying it (the outbox ends empty)."""
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "acl5"\n[mqtt]\nurl = "mqtt://127.0.0.1:{acl_broker.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\nprotocol = "5"\n[metrics]\ninterval_s = 1\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="acl5",
+        port=acl_broker.port,
+        prefix=topic_prefix,
+        mqtt={"protocol": "5"},
+        metrics={"interval_s": 1},
+        streams=[stdin_stream(fast_bundle)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:27, 1:]
     sub = subscriber_factory(acl_broker.port, f"{topic_prefix}/acl5/#")
@@ -84,49 +92,29 @@ def test_forecasts_the_broker_refuses_are_counted_and_logged_not_sent(
 
 
 @pytest.fixture
-def amqtt_broker(tmp_path: Path) -> Iterator[int]:
+def amqtt_broker() -> Iterator[AmqttBroker]:
     """amqtt (an MQTT 3.1.1-only broker, the ``demo`` extra) in a process of its own."""
-    binary = Path(sys.executable).parent / "amqtt"
-    if not binary.exists():
-        missing_tool("amqtt is not installed: pip install 'sensorcast[demo]'")
-    port = free_port()
-    conf = tmp_path / "amqtt.yaml"  # YAML is a superset of JSON
-    conf.write_text(
-        json.dumps(
-            {
-                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                "plugins": {
-                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
-                },
-            }
-        )
-    )
-    with subprocess.Popen(
-        [str(binary), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    ) as proc:
-        try:
-            assert wait_port(port, 20), "amqtt did not start"
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    yield from run_amqtt()
 
 
 def test_mqtt5_to_a_broker_that_only_speaks_3_1_1_says_so(
-    amqtt_broker: int, demo_dir: Path, tmp_path: Path
+    amqtt_broker: AmqttBroker, demo_dir: Path, tmp_path: Path
 ) -> None:
     """amqtt does not answer an MQTT 5 CONNECT that has properties (the agent's will has)
     at all: the agent asks again in 3.1.1 and, answered, names the protocol."""
-    config = tmp_path / "agent.toml"
-    body = (
-        f'[device]\nid = "old"\n[mqtt]\nurl = "mqtt://127.0.0.1:{amqtt_broker}"\n'
-        "connect_timeout_s = 5\n{protocol}"
-        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\n'
-        'input_topic = "in/room"\n'
-    )
-    config.write_text(body.replace("{protocol}", 'protocol = "5"\n'))
+
+    def config(protocol: str | None) -> Path:
+        return agent_config(
+            tmp_path,
+            device="old",
+            port=amqtt_broker.port,
+            mqtt={"connect_timeout_s": 5, "protocol": protocol},
+            streams=[topic_stream(demo_dir / "room.tflite", "in/room")],
+        )
+
+    mqtt5 = config("5")
     started = time.monotonic()
-    done = run_cli("run", "--config", str(config), timeout=60)
+    done = run_cli("run", "--config", str(mqtt5), timeout=60)
     assert done.returncode == 1 and time.monotonic() - started < 30, done.stderr
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("sensorcast: error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -134,8 +122,7 @@ def test_mqtt5_to_a_broker_that_only_speaks_3_1_1_says_so(
     assert 'mqtt.protocol = "3.1.1"' in errors[0], errors
     assert "password" not in errors[0] and "is it an MQTT broker" not in errors[0], errors
     # The same broker with the protocol it speaks: the agent comes online.
-    config.write_text(body.replace("{protocol}", ""))
-    with start_agent(config) as proc:
+    with start_agent(config(None)) as proc:
         assert proc.stderr is not None
         deadline = time.monotonic() + 30
         for line in proc.stderr:

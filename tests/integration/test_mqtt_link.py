@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sensorcast.agent.config import load_config
+from sensorcast.agent.publish.link import TCP_CONNECT_S, MqttLink
 
-from agent.config import load_config
-from agent.demo import MosquittoBroker
-from agent.mqtt import TCP_CONNECT_S, MqttLink
-from tests.conftest import REPO, Subscriber, run_mosquitto
-
-DATA = REPO / "tests" / "data"
+from tests.support.brokers import MosquittoBroker, run_mosquitto
+from tests.support.configs import agent_config, topic_stream
+from tests.support.mqtt import Subscriber
+from tests.support.paths import DATA_DIR
 
 
 class SilentServer:
@@ -75,12 +75,12 @@ def _poll_until(link: MqttLink, pred: Callable[[], object], seconds: float) -> t
 def test_a_silent_broker_is_retried_and_the_loop_keeps_turning(
     own_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "link"\n[mqtt]\nurl = "mqtt://127.0.0.1:{own_broker.port}"\n'
-        "connect_timeout_s = 1\nreconnect_min_s = 0.2\nreconnect_max_s = 0.5\n"
-        f'[[streams]]\nname = "room"\nmodel = "{DATA / "room_float32.tflite"}"\n'
-        'input_topic = "x"\n'
+    config = agent_config(
+        tmp_path,
+        device="link",
+        port=own_broker.port,
+        mqtt={"connect_timeout_s": 1, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5},
+        streams=[topic_stream(DATA_DIR / "room_float32.tflite", "x")],
     )
     cfg = load_config(config, env={})
     link = MqttLink(cfg.mqtt, "sensorcast/link/status")

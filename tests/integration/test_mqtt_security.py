@@ -12,11 +12,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent.demo import MosquittoBroker
-from tests.conftest import missing_tool, run_mosquitto
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker, run_mosquitto
+from tests.support.configs import agent_config, topic_stream
+from tests.support.host import missing_tool
 
 PASSWORD = "s3cret-Pa55"
 
@@ -82,27 +85,19 @@ def password_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqui
     )
 
 
-def _config(tmp_path: Path, demo_dir: Path, mqtt: str) -> Path:
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        f'[device]\nid = "sec"\n[mqtt]\n{mqtt}\nconnect_timeout_s = 5\n'
-        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\n'
-        'input_topic = "in/room"\n'
+def _config(tmp_path: Path, demo_dir: Path, mqtt: dict[str, Any]) -> Path:
+    return agent_config(
+        tmp_path,
+        device="sec",
+        mqtt={**mqtt, "connect_timeout_s": 5},
+        streams=[topic_stream(demo_dir / "room.tflite", "in/room")],
     )
-    return path
 
 
 def _run_until_online(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Start the agent; once it logs that it is online, stop it. Returns (exit code, stderr)."""
     lines = []
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as proc:
+    with start_agent(config, stdin=subprocess.DEVNULL, env=env) as proc:
         assert proc.stderr is not None
         deadline = time.monotonic() + 30
         for line in proc.stderr:
@@ -118,10 +113,12 @@ def _run_until_online(config: Path, env: dict[str, str] | None = None) -> tuple[
 def test_tls_with_client_certificate_and_hostname_verification(
     tls_broker: MosquittoBroker, pki: Path, demo_dir: Path, tmp_path: Path
 ) -> None:
-    mqtt = (
-        f'url = "mqtts://localhost:{tls_broker.port}"\nca_file = "{pki}/ca.crt"\n'
-        f'cert_file = "{pki}/client.crt"\nkey_file = "{pki}/client.key"'
-    )
+    mqtt = {
+        "url": f"mqtts://localhost:{tls_broker.port}",
+        "ca_file": pki / "ca.crt",
+        "cert_file": pki / "client.crt",
+        "key_file": pki / "client.key",
+    }
     code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
     assert code == 0, log
     assert " online as sec" in log
@@ -138,9 +135,9 @@ def test_tls_problems_are_clear_errors_at_start(
     case: str, needle: str, tls_broker: MosquittoBroker, pki: Path, demo_dir: Path, tmp_path: Path
 ) -> None:
     ca = "otherca" if case == "unknown_ca" else "ca"
-    mqtt = f'url = "mqtts://localhost:{tls_broker.port}"\nca_file = "{pki}/{ca}.crt"'
+    mqtt = {"url": f"mqtts://localhost:{tls_broker.port}", "ca_file": pki / f"{ca}.crt"}
     if case == "unknown_ca":
-        mqtt += f'\ncert_file = "{pki}/client.crt"\nkey_file = "{pki}/client.key"'
+        mqtt |= {"cert_file": pki / "client.crt", "key_file": pki / "client.key"}
     code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
     assert code == 1
     errors = [ln for ln in log.splitlines() if ln.startswith("sensorcast: error:")]
@@ -151,11 +148,11 @@ def test_tls_problems_are_clear_errors_at_start(
 def test_hostname_verification_is_on_by_default(
     wrong_name_broker: MosquittoBroker, pki: Path, demo_dir: Path, tmp_path: Path
 ) -> None:
-    mqtt = f'url = "mqtts://127.0.0.1:{wrong_name_broker.port}"\nca_file = "{pki}/ca.crt"'
+    mqtt = {"url": f"mqtts://127.0.0.1:{wrong_name_broker.port}", "ca_file": pki / "ca.crt"}
     code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
     assert code == 1 and "TLS with MQTT broker" in log, log
     assert "IP address mismatch" in log or "hostname" in log.lower(), log
-    code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt + "\ntls_insecure = true"))
+    code, log = _run_until_online(_config(tmp_path, demo_dir, {**mqtt, "tls_insecure": True}))
     assert code == 0, log
 
 
@@ -164,10 +161,8 @@ def test_password_from_a_file_and_from_the_environment(
 ) -> None:
     secret = tmp_path / "mqtt-password"
     secret.write_text(PASSWORD + "\n")
-    base = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"'
-    code, log = _run_until_online(
-        _config(tmp_path, demo_dir, f'{base}\npassword_file = "{secret}"')
-    )
+    base = {"url": f"mqtt://127.0.0.1:{password_broker.port}", "username": "pi"}
+    code, log = _run_until_online(_config(tmp_path, demo_dir, {**base, "password_file": secret}))
     assert code == 0, log
     env = {
         "PATH": "/usr/bin:/bin",
@@ -182,7 +177,7 @@ def test_password_from_a_file_and_from_the_environment(
 def test_wrong_password_is_a_clear_error_not_a_retry_loop(
     password_broker: MosquittoBroker, demo_dir: Path, tmp_path: Path
 ) -> None:
-    mqtt = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"\npassword = "nope"'
+    mqtt = {"url": f"mqtt://127.0.0.1:{password_broker.port}", "username": "pi", "password": "nope"}
     started = time.monotonic()
     code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
     assert code == 1 and time.monotonic() - started < 20
@@ -192,7 +187,7 @@ def test_wrong_password_is_a_clear_error_not_a_retry_loop(
 
 
 def test_mqtt5_protocol(mosquitto: MosquittoBroker, demo_dir: Path, tmp_path: Path) -> None:
-    mqtt = f'url = "mqtt://127.0.0.1:{mosquitto.port}"\nprotocol = "5"'
+    mqtt = {"url": f"mqtt://127.0.0.1:{mosquitto.port}", "protocol": "5"}
     code, log = _run_until_online(_config(tmp_path, demo_dir, mqtt))
     assert code == 0, log
 
@@ -213,15 +208,15 @@ def test_command_sources_never_see_the_broker_password(
         f"if {PASSWORD!r} in json.dumps(dict(os.environ)): sys.exit('password in my env')\n"
         "print(json.dumps({'temperature': 21.5, 'humidity': 40}))\n"
     )
-    mqtt = f'url = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "pi"'
+    mqtt = {"url": f"mqtt://127.0.0.1:{password_broker.port}", "username": "pi"}
     if given != "SENSORCAST_MQTT_PASSWORD":
-        mqtt += '\npassword_env = "BROKER_PW"'
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "cmd"\n[mqtt]\n{mqtt}\n'
-        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\n'
-        '[[streams.sources]]\ntype = "command"\ninterval_s = 0.2\n'
-        f"command = {json.dumps([sys.executable, '-c', script])}\n"
+        mqtt["password_env"] = "BROKER_PW"
+    command = {"type": "command", "interval_s": 0.2, "command": [sys.executable, "-c", script]}
+    config = agent_config(
+        tmp_path,
+        device="cmd",
+        mqtt=mqtt,
+        streams=[{"name": "room", "model": demo_dir / "room.tflite", "sources": [command]}],
     )
     env = {
         "PATH": "/usr/bin:/bin",
@@ -234,14 +229,7 @@ def test_command_sources_never_see_the_broker_password(
         env |= {"SENSORCAST_MQTT_PASSWORD": PASSWORD, "BROKER_PW": "an-older-password"}
     else:
         env["BROKER_PW" if given == "password_env" else "SENSORCAST_MQTT_PASSWORD"] = PASSWORD
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as proc:
+    with start_agent(config, stdin=subprocess.DEVNULL, env=env) as proc:
         try:
             deadline = time.monotonic() + 30
             while not seen.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -18,8 +18,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker
-from tests.conftest import json_lines, run_mosquitto, start_agent
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker, run_mosquitto
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream, topic_stream
 
 PERIOD = 0.2
 
@@ -71,18 +73,15 @@ def _lines(rows: np.ndarray, start: float) -> list[str]:
     return json_lines(rows, start, PERIOD)
 
 
-def _agent(config: Path) -> subprocess.Popen[str]:
-    return start_agent(config)
-
-
 def _config(tmp_path: Path, port: int, bundle: Path) -> Path:
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        f'[device]\nid = "ft"\n[state]\ndir = "{tmp_path / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\nreconnect_min_s = 1\nreconnect_max_s = 2\n'
-        f'[[streams]]\nname = "room"\nmodel = "{bundle}"\n[[streams.sources]]\ntype = "stdin"\n'
+    return agent_config(
+        tmp_path,
+        device="ft",
+        port=port,
+        mqtt={"reconnect_min_s": 1, "reconnect_max_s": 2},
+        state={"dir": tmp_path / "state"},
+        streams=[stdin_stream(bundle)],
     )
-    return path
 
 
 def _wait(pred: Any, timeout: float) -> bool:
@@ -129,7 +128,7 @@ def test_broker_restarts_lose_nothing_and_keep_order(
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:70, 1:]
     start = 1_700_000_000.0
     collector = Collector(broker.port, "sensorcast/ft/room/forecast")
-    proc = _agent(_config(tmp_path, broker.port, fast_bundle))
+    proc = start_agent(_config(tmp_path, broker.port, fast_bundle))
     assert proc.stdin is not None
     try:
         for i, line in enumerate(_lines(rows, start)):
@@ -162,7 +161,7 @@ def test_a_minute_long_outage_loses_nothing(
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:630, 1:]
     start = 1_700_010_000.0
     collector = Collector(broker.port, "sensorcast/ft/room/forecast")
-    proc = _agent(_config(tmp_path, broker.port, fast_bundle))
+    proc = start_agent(_config(tmp_path, broker.port, fast_bundle))
     assert proc.stdin is not None
     lines = _lines(rows, start)
     try:
@@ -197,14 +196,15 @@ def test_readings_published_while_the_agent_reconnects_are_not_lost(
     before the agent is back, are queued by the broker and reach the agent."""
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:60, 1:]
     start = 1_700_020_000.0
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "ft"\n[state]\ndir = "{tmp_path / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker.port}"\nreconnect_min_s = 4\n'
-        "reconnect_max_s = 4\n"
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\ninput_topic = "in/room"\n'
+    config = agent_config(
+        tmp_path,
+        device="ft",
+        port=broker.port,
+        mqtt={"reconnect_min_s": 4, "reconnect_max_s": 4},
+        state={"dir": tmp_path / "state"},
+        streams=[topic_stream(fast_bundle, "in/room")],
     )
-    proc = _agent(config)
+    proc = start_agent(config)
 
     def feed(lines: list[str]) -> None:
         sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="sensor")
@@ -243,7 +243,7 @@ def test_agent_killed_while_the_broker_is_down_sends_its_outbox_after_restart(
     start = 1_700_000_100.0
     collector = Collector(broker.port, "sensorcast/ft/room/forecast")
     config = _config(tmp_path, broker.port, fast_bundle)
-    first = _agent(config)
+    first = start_agent(config)
     assert first.stdin is not None
     lines = _lines(rows, start)
     for line in lines[:26]:
@@ -261,7 +261,7 @@ def test_agent_killed_while_the_broker_is_down_sends_its_outbox_after_restart(
     broker.start()
     # the test's subscriber must be back before the agent sends (that is the broker's job)
     assert _wait(lambda: collector.subscribed > subscribed, 20)
-    second = _agent(config)  # no new readings: it only has its outbox to send
+    second = start_agent(config)  # no new readings: it only has its outbox to send
     try:
         expected = _expected(len(rows), start)
         assert _wait(lambda: len(collector.unique()) >= len(expected) - 1, 40), collector.unique()
@@ -292,7 +292,7 @@ def test_sigkill_at_random_moments_while_publishing_loses_nothing(
     start, offset = 1_700_001_000.0, 0
     try:
         for _ in range(3):
-            proc = _agent(config)
+            proc = start_agent(config)
             assert proc.stdin is not None
             chunk = _lines(rows[offset : offset + 60], start + offset * PERIOD)
             offset += 60
@@ -303,7 +303,7 @@ def test_sigkill_at_random_moments_while_publishing_loses_nothing(
             proc.communicate(timeout=10)
             with sqlite3.connect(db) as conn:  # what the killed agent still owed the broker
                 owed |= {json.loads(p)["id"] for (p,) in conn.execute("SELECT payload FROM outbox")}
-        last = _agent(config)  # sends what the last killed agent owed
+        last = start_agent(config)  # sends what the last killed agent owed
         try:
             assert _wait(lambda: owed <= set(collector.unique()), 40), sorted(
                 owed - set(collector.unique())

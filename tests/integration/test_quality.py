@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.agent.forecast.runtime import load_runtime
 
-from agent.demo import MosquittoBroker
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from agent.runtime import load_runtime
-from tests.conftest import Subscriber, json_lines, start_agent
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
@@ -27,12 +30,13 @@ def test_quality_reports_the_rolling_error_per_step(
     tmp_path: Path,
     subscriber_factory: Callable[[int, str], Subscriber],
 ) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "q"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n[homeassistant]\nenabled = false\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="q",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        homeassistant={"enabled": False},
+        streams=[stdin_stream(fast_bundle)],
     )
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/q/room/quality")
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:60, 1:]

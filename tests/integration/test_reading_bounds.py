@@ -9,7 +9,6 @@ import json
 import math
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,11 +17,14 @@ from typing import Callable
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent.demo import MosquittoBroker
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from tests.conftest import Subscriber, json_lines
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream, topic_stream
+from tests.support.mqtt import Subscriber
 
 START = 1_700_000_000.0  # Unix s: the stdin stream's first reading
 PERIOD = 300.0  # the demo model's period, seconds
@@ -51,21 +53,24 @@ def test_out_of_range_values_and_old_timestamps_are_rejected_on_every_source(
     sensor.write_text("1e300\n")
     huge_cmd = [sys.executable, "-c", f"print({HUGE!r})"]
     old_cmd = [sys.executable, "-c", f"print({OLD!r})"]
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "bounds"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "pipe"\nmodel = "{model}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
-        f'[[streams]]\nname = "json"\nmodel = "{model}"\ninput_topic = "{topic_prefix}/in/json"\n'
-        f'[[streams]]\nname = "mix"\nmodel = "{model}"\n'
-        f'[streams.inputs.temperature]\ntype = "file"\npath = "{sensor}"\ninterval_s = 0.1\n'
-        f'[streams.inputs.humidity]\ntype = "mqtt_value"\ntopic = "{topic_prefix}/in/hum"\n'
-        f'[[streams]]\nname = "cmd"\nmodel = "{model}"\n'
-        f'[[streams.sources]]\ntype = "command"\ncommand = {json.dumps(huge_cmd)}\n'
-        "interval_s = 0.1\n"
-        f'[[streams.sources]]\ntype = "command"\ncommand = {json.dumps(old_cmd)}\n'
-        "interval_s = 0.1\n"
+    inputs = {
+        "temperature": {"type": "file", "path": sensor, "interval_s": 0.1},
+        "humidity": {"type": "mqtt_value", "topic": f"{topic_prefix}/in/hum"},
+    }
+    commands = [
+        {"type": "command", "command": cmd, "interval_s": 0.1} for cmd in (huge_cmd, old_cmd)
+    ]
+    config = agent_config(
+        tmp_path,
+        device="bounds",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        streams=[
+            stdin_stream(model, name="pipe"),
+            topic_stream(model, f"{topic_prefix}/in/json", name="json"),
+            {"name": "mix", "model": model, "inputs": inputs},
+            {"name": "cmd", "model": model, "sources": commands},
+        ],
     )
     # The stdin stream: real rows with bad lines among them; the forecasts must be those of
     # the real rows alone.
@@ -81,13 +86,7 @@ def test_out_of_range_values_and_old_timestamps_are_rejected_on_every_source(
     feeder = paho.Client(CallbackAPIVersion.VERSION2)
     feeder.connect("127.0.0.1", mosquitto.port)
     feeder.loop_start()
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
         try:
             assert status.wait_for(lambda ms: bool(ms) and ms[-1][1] == b"online", 30)

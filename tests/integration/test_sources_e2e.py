@@ -7,7 +7,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,14 @@ from typing import Callable
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent.demo import MosquittoBroker
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from tests.conftest import Subscriber, json_lines
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2  # seconds: the demo model relabelled with a fast grid, so a window fills in 5 s
 
@@ -34,14 +36,16 @@ def test_file_and_mqtt_value_inputs_in_real_time(
 ) -> None:
     sensor = tmp_path / "temp1_input"
     sensor.write_text("21500\n")  # millidegrees, as hwmon and IIO report them
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "live"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\nclose_delay_s = 0.05\n'
-        f'[streams.inputs.temperature]\ntype = "file"\npath = "{sensor}"\nscale = 0.001\n'
-        f"interval_s = 0.05\n"
-        f'[streams.inputs.humidity]\ntype = "mqtt_value"\ntopic = "{topic_prefix}/hum"\n'
+    inputs = {
+        "temperature": {"type": "file", "path": sensor, "scale": 0.001, "interval_s": 0.05},
+        "humidity": {"type": "mqtt_value", "topic": f"{topic_prefix}/hum"},
+    }
+    config = agent_config(
+        tmp_path,
+        device="live",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        streams=[{"name": "room", "model": fast_bundle, "close_delay_s": 0.05, "inputs": inputs}],
     )
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/live/room/forecast")
     feeder = paho.Client(CallbackAPIVersion.VERSION2)
@@ -55,12 +59,7 @@ def test_file_and_mqtt_value_inputs_in_real_time(
             stop.wait(0.05)
 
     thread = threading.Thread(target=publish_humidity, daemon=True)
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config, stdin=subprocess.DEVNULL) as proc:
         thread.start()
         try:
             assert sub.wait_for(lambda ms: len(ms) >= 3, timeout=30), "no forecasts"
@@ -90,23 +89,18 @@ def test_stdin_json_lines(
     tmp_path: Path,
     subscriber_factory: Callable[[int, str], Subscriber],
 ) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "pipe"\n[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        f'topic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\n'
-        f'[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="pipe",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        streams=[stdin_stream(fast_bundle)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:26, 1:]
     start = 1_700_000_000.0
     lines = "".join(json_lines(rows, start, PERIOD))
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/pipe/room/forecast")
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
         proc.stdin.write(lines + "this is not json\n")
         proc.stdin.flush()

@@ -8,13 +8,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from agent.demo import MosquittoBroker
-from tests.conftest import run_cli
+from tests.support.agents import run_cli, start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.configs import agent_config, topic_stream
+from tests.support.paths import DEMO_DIR
 
 WATCHDOG_USEC = 600_000  # pings due every 0.2 s
 
@@ -66,12 +67,13 @@ class NotifySocket:
 def test_ready_status_watchdog_and_stuck_loop(
     mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "sd"\n[state]\ndir = "{tmp_path / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\ntopic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{Path("examples/demo/room.tflite").resolve()}"\n'
-        f'input_topic = "{topic_prefix}/in"\n'
+    config = agent_config(
+        tmp_path,
+        device="sd",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        state={"dir": tmp_path / "state"},
+        streams=[topic_stream(DEMO_DIR / "room.tflite", f"{topic_prefix}/in")],
     )
     notify = NotifySocket(tmp_path / "notify.sock")
     stall = tmp_path / "stall"
@@ -81,13 +83,7 @@ def test_ready_status_watchdog_and_stuck_loop(
         "WATCHDOG_USEC": str(WATCHDOG_USEC),
         "SENSORCAST_TEST_STALL_FILE": str(stall),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_agent(config, stdin=subprocess.DEVNULL, env=env)
     try:
         assert notify.wait_for("STATUS=connecting").startswith(
             f"STATUS=connecting to mqtt://127.0.0.1:{mosquitto.port}"
@@ -146,7 +142,7 @@ def test_health_reports_a_lost_broker(tmp_path: Path) -> None:
     """The health file of an agent that cannot reach its broker turns unhealthy, with why."""
     import json
 
-    from agent.health import check_health
+    from sensorcast.agent.telemetry.health import check_health
 
     path = tmp_path / "health-x.json"
     now = time.time()

@@ -24,11 +24,15 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent.demo import MosquittoBroker
-from agent.manifest import read_bundle
-from tests.conftest import REPO, Subscriber, missing_tool, run_cli, start_agent
-from tests.updates_support import (
+from tests.support.agents import run_cli, start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.configs import agent_config, topic_stream
+from tests.support.host import missing_tool
+from tests.support.mqtt import Subscriber
+from tests.support.paths import REPO
+from tests.support.updates import (
     DEMO,
     NEWER,
     answer,
@@ -46,20 +50,22 @@ class Device:
     and a client that speaks to it over the broker."""
 
     def __init__(
-        self, tmp_path: Path, port: int, prefix: str, updates: str, model: Path = DEMO,
-        extra: str = "",
+        self, tmp_path: Path, port: int, prefix: str, updates: dict[str, Any],
+        model: Path = DEMO, **tables: Any,
     ) -> None:  # fmt: skip
         self.dir, self.port, self.prefix = tmp_path, port, prefix
         (tmp_path / "models").mkdir(exist_ok=True)
         self.model = tmp_path / "models" / "room.tflite"
         self.model.write_bytes(model.read_bytes())
-        self.config = tmp_path / "agent.toml"
-        self.config.write_text(
-            f'[device]\nid = "dev"\n[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n'
-            f'topic_prefix = "{prefix}"\n[homeassistant]\nenabled = false\n{extra}'
-            f"[updates]\n{updates}\n"
-            '[[streams]]\nname = "room"\nmodel = "models/room.tflite"\n'
-            f'input_topic = "{prefix}/in/room"\nmax_gap_s = 100000000\n'
+        self.config = agent_config(
+            tmp_path,
+            device="dev",
+            port=port,
+            prefix=prefix,
+            homeassistant={"enabled": False},
+            **tables,
+            updates=updates,
+            streams=[topic_stream("models/room.tflite", f"{prefix}/in/room", max_gap_s=100000000)],
         )
         self.sub = Subscriber(port, f"{prefix}/#")
         self.client = paho.Client(CallbackAPIVersion.VERSION2)
@@ -110,10 +116,14 @@ def device(
 ) -> Iterator[Callable[..., Device]]:
     made: list[Device] = []
 
-    def make(updates: str = "", model: Path = DEMO, extra: str = "") -> Device:
+    def make(
+        updates: dict[str, Any] | None = None, model: Path = DEMO, **tables: dict[str, Any]
+    ) -> Device:
+        """An agent whose [updates] table is ``updates``, with more ``tables`` if given."""
         d = tmp_path / f"dev{len(made)}"
         d.mkdir()
-        dev = Device(d, mosquitto.port, f"{topic_prefix}{len(made)}", updates, model, extra)
+        prefix = f"{topic_prefix}{len(made)}"
+        dev = Device(d, mosquitto.port, prefix, updates or {}, model, **tables)
         made.append(dev)
         return dev
 
@@ -140,10 +150,12 @@ def test_updates_are_closed_by_default(device: Callable[..., Device]) -> None:
 
 
 def test_allow_unsigned_is_flagged_by_check_and_at_start(device: Callable[..., Device]) -> None:
-    dev = device("allow_unsigned = true")
+    dev = device({"allow_unsigned": True})
     assert dev.ask(request(NEWER.read_bytes()))["status"] == "applied"
     assert dev.stop() == 0
-    assert re.search(r"WARNING agent\.service: updates\.allow_unsigned = true", dev.stderr)
+    assert re.search(
+        r"WARNING sensorcast\.agent\.service: updates\.allow_unsigned = true", dev.stderr
+    )
     done = run_cli("check", "--config", str(dev.config))
     assert done.returncode == 0, done.stderr
     (line,) = [ln for ln in done.stdout.splitlines() if "WARNING" in ln]
@@ -154,7 +166,7 @@ def test_an_older_bundle_is_refused_even_signed(
     device: Callable[..., Device], tmp_path: Path
 ) -> None:
     sign = write_key(tmp_path)
-    dev = device(f'public_key = "{tmp_path / "update.pub"}"', model=NEWER)
+    dev = device({"public_key": tmp_path / "update.pub"}, model=NEWER)
     older, odd = DEMO.read_bytes(), undated(NEWER.read_bytes())
     for body in (request(older, signature=sign(older)),
                  request(older, signature=sign(older), allow_downgrade=True),
@@ -165,7 +177,7 @@ def test_an_older_bundle_is_refused_even_signed(
     assert dev.model.read_bytes() == NEWER.read_bytes()
     assert dev.stop() == 0
     # The device's own config may allow it.
-    again = device(f'public_key = "{tmp_path / "update.pub"}"\nallow_downgrade = true', NEWER)
+    again = device({"public_key": tmp_path / "update.pub", "allow_downgrade": True}, NEWER)
     assert again.ask(request(older, signature=sign(older)))["status"] == "applied"
     assert again.model.read_bytes() == older
 
@@ -176,7 +188,7 @@ def test_no_local_files_no_plain_http_unsigned_no_digest_of_what_did_not_match(
     secret = tmp_path / "secret.txt"
     secret.write_text("hunter2\n")
     digest = hashlib.sha256(secret.read_bytes()).hexdigest()
-    dev = device("allow_unsigned = true")
+    dev = device({"allow_unsigned": True})
     reasons = []
     for path in (secret, tmp_path / "missing"):
         state = dev.ask(request(b"", url=f"file://{path}", sha256=digest))
@@ -199,7 +211,7 @@ def test_no_local_files_no_plain_http_unsigned_no_digest_of_what_did_not_match(
 
 def test_a_url_password_is_never_printed(device: Callable[..., Device], tmp_path: Path) -> None:
     sign = write_key(tmp_path)
-    dev = device(f'public_key = "{tmp_path / "update.pub"}"')
+    dev = device({"public_key": tmp_path / "update.pub"})
     data = NEWER.read_bytes()
     with http_server(answer(b"no such bundle", status=404)) as server:
         for url in (server.url(userinfo=f"updater:{SECRET}"),
@@ -229,7 +241,7 @@ def test_timeout_s_is_a_deadline_for_the_whole_download(
     timeout_s = 2, and the update queued behind it is applied; before, the worker was held
     for the whole 200 s of the trickle."""
     sign = write_key(tmp_path)
-    dev = device(f'public_key = "{tmp_path / "update.pub"}"\ntimeout_s = 2')
+    dev = device({"public_key": tmp_path / "update.pub", "timeout_s": 2})
     data = NEWER.read_bytes()
 
     def trickle(h: http.server.BaseHTTPRequestHandler) -> None:
@@ -268,7 +280,7 @@ def fails_in_use(tmp_path_factory: pytest.TempPathFactory) -> Path:
         import tensorflow as tf
     except ImportError:
         missing_tool("tensorflow is not installed (pip install -e '.[convert]')")
-    from convert.bundle import embed_manifest
+    from sensorcast.convert.bundle import embed_manifest
 
     table = tf.constant(np.arange(8, dtype=np.float32))
 
@@ -299,7 +311,7 @@ def _feed(dev: Device, start: int, count: int, base: float) -> None:
 def test_an_update_that_fails_in_use_is_rolled_back(
     device: Callable[..., Device], fails_in_use: Path
 ) -> None:
-    dev = device("allow_unsigned = true")
+    dev = device({"allow_unsigned": True})
     bad = fails_in_use.read_bytes()
     bad_sha = hashlib.sha256(bad).hexdigest()
     demo_label = f"room@{hashlib.sha256(DEMO.read_bytes()).hexdigest()[:12]}"
@@ -340,7 +352,7 @@ def test_a_model_failing_in_use_is_counted_not_fatal(
 ) -> None:
     """Not from an update (a file copied in by hand): no .previous to go back to; the agent
     counts each lost forecast, logs at a limited rate, and keeps running."""
-    dev = device(extra="[metrics]\ninterval_s = 1\n")
+    dev = device(metrics={"interval_s": 1})
     dev.model.write_bytes(fails_in_use.read_bytes())
     dev.proc.send_signal(signal.SIGHUP)  # reload now
     time.sleep(1.0)

@@ -5,30 +5,25 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent.demo import MosquittoBroker
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from tests.conftest import Subscriber, json_lines
+from tests.support.agents import start_agent
+from tests.support.brokers import MosquittoBroker
+from tests.support.bundles import json_lines
+from tests.support.configs import agent_config, stdin_stream
+from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
 
 
 def _run(config: Path, lines: list[str]) -> str:
-    with subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with start_agent(config) as proc:
         assert proc.stdin is not None
         proc.stdin.write("".join(lines))
         proc.stdin.flush()
@@ -47,12 +42,13 @@ def test_restart_resumes_from_the_saved_window(
     tmp_path: Path,
     subscriber_factory: Callable[[int, str], Subscriber],
 ) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "warm"\n[state]\ndir = "{tmp_path / "state"}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\ntopic_prefix = "{topic_prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{fast_bundle}"\nmax_gap_s = 60\n'
-        '[[streams.sources]]\ntype = "stdin"\n'
+    config = agent_config(
+        tmp_path,
+        device="warm",
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        state={"dir": tmp_path / "state"},
+        streams=[stdin_stream(fast_bundle, max_gap_s=60)],
     )
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:26, 1:]
     start = 1_700_000_000.0

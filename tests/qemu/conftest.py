@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, missing_tool, run_deploy
+from tests.support.host import missing_tool, run_deploy
+from tests.support.paths import REPO
 
 QEMU = REPO / "deploy" / "qemu"
 #: The chroot's virtual environments (deploy/qemu/env), by runtime.

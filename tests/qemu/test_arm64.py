@@ -25,10 +25,12 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import MosquittoBroker
-from tests.conftest import REPO, Subscriber
 from tests.qemu.arm64_plugin import EXCLUDED
 from tests.qemu.conftest import COLD_CACHE_TIMEOUT_S, VENVS, Arm64, Bind
+from tests.support.brokers import MosquittoBroker
+from tests.support.configs import agent_config, topic_stream
+from tests.support.mqtt import Subscriber
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(COLD_CACHE_TIMEOUT_S)]
 
@@ -89,15 +91,17 @@ def test_the_chroot_runs_arm64_code_under_emulation(arm64: Arm64) -> None:
     assert os.uname().machine == "x86_64"  # the host: what runs arm64 code here is QEMU
 
     code = (
-        "import platform, numpy, ai_edge_litert, agent;"
-        "print(platform.machine(), numpy.__version__, agent.__file__)"
+        "import platform, numpy, ai_edge_litert, sensorcast.agent;"
+        "print(platform.machine(), numpy.__version__, sensorcast.agent.__file__)"
     )
     result = arm64.run(f"{VENVS['litert']}/bin/python", "-c", code, cwd="/tmp")
     assert result.returncode == 0, result.stderr
     machine, numpy_version, agent_file = result.stdout.split()
     assert machine == "aarch64" and numpy_version.startswith("2.")
     # the agent comes from the installed wheel, not from a checkout
-    assert agent_file == f"{VENVS['litert']}/lib/python3.11/site-packages/agent/__init__.py"
+    assert agent_file == (
+        f"{VENVS['litert']}/lib/python3.11/site-packages/sensorcast/agent/__init__.py"
+    )
 
 
 def test_agent_unit_tests_pass_on_arm64(arm64: Arm64, tmp_path: Path) -> None:
@@ -129,13 +133,13 @@ def _config(directory: Path, port: int, prefix: str, device: str) -> Path:
     """A config next to a copy of the float32 bundle, with paths relative to it."""
     directory.mkdir()
     (directory / "room.tflite").write_bytes(FLOAT32.read_bytes())
-    path = directory / "agent.toml"
-    path.write_text(
-        f'[device]\nid = "{device}"\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\ntopic_prefix = "{prefix}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "room.tflite"\ninput_topic = "{prefix}/in/room"\n'
+    return agent_config(
+        directory,
+        device=device,
+        port=port,
+        prefix=prefix,
+        streams=[topic_stream("room.tflite", f"{prefix}/in/room")],
     )
-    return path
 
 
 @pytest.fixture
@@ -181,7 +185,7 @@ def test_arm64_agent_over_host_mosquitto_forecasts_like_the_x86_agent(
     port = mosquitto.port
     sub = subscriber_factory(port, f"{topic_prefix}/#")
     x86 = _start(
-        [sys.executable, "-m", "agent", "run", "--runtime", "litert", "--config",
+        [sys.executable, "-m", "sensorcast.agent", "run", "--runtime", "litert", "--config",
          str(_config(tmp_path / "x86", port, topic_prefix, "x86"))],
         tmp_path / "x86.log", agents,
     )  # fmt: skip

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sensorcast.agent.errors import ModelError
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.agent.forecast.runtime import load_runtime
 
-from agent.errors import ModelError
-from agent.forecast import Forecaster
-from agent.manifest import read_bundle
-from agent.runtime import load_runtime
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 FLOAT32 = REPO / "tests" / "data" / "room_float32.tflite"
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sensorcast.agent.errors import ModelError
+from sensorcast.agent.forecast.forecaster import Forecaster, plain_shape
+from sensorcast.agent.forecast.manifest import Manifest, read_bundle, read_manifest_bytes
 
-from agent.errors import ModelError
-from agent.forecast import Forecaster, plain_shape
-from agent.manifest import Manifest, read_bundle, read_manifest_bytes
-from tests.conftest import REPO, run_cli
-from tests.unit.manifest_writer import bundle_bytes, demo_manifest
+from tests.support.agents import run_cli
+from tests.support.configs import agent_config, topic_stream
+from tests.support.manifests import bundle_bytes, demo_manifest
+from tests.support.paths import REPO
 
 
 def test_manifest_describes_the_demo_model(demo_dir: Path) -> None:
@@ -79,7 +81,9 @@ def test_bit_flips_never_crash_the_reader(demo_dir: Path) -> None:
 
 
 def test_manifest_with_lying_shapes_is_rejected_when_loaded(demo_dir: Path, tmp_path: Path) -> None:
-    from convert.bundle import embed_manifest  # writing a manifest is the converter's job
+    from sensorcast.convert.bundle import (
+        embed_manifest,  # writing a manifest is the converter's job
+    )
 
     b = read_bundle(demo_dir / "room.tflite")
     lying = Manifest(**{**b.manifest.__dict__, "window": 48})
@@ -215,10 +219,8 @@ def test_a_period_of_1e_300_is_refused_wherever_a_bundle_is_read(tmp_path: Path)
         f"sensorcast: error: model {path}: manifest field period_s = 1e-300 is out of range "
         "(0.001 .. 31622400 s)"
     ]
-    config = tmp_path / "c.toml"
-    config.write_text(
-        '[device]\nid = "t"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{path}"\ninput_topic = "x"\n'
+    config = agent_config(
+        tmp_path, device="t", port=1, streams=[topic_stream(path, "x")], name="c.toml"
     )
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr

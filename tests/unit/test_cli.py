@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import run_cli
+from tests.support.agents import run_cli
+from tests.support.configs import agent_config, stdin_stream, topic_stream
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -18,13 +21,14 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
         assert needle in lines[0], lines[0]
 
 
-def config(tmp_path: Path, model: Path, extra: str = "") -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text(
-        f'[device]\nid = "t"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{model}"\ninput_topic = "x"\n{extra}'
-    )
-    return path
+def config(tmp_path: Path, model: Path, **stream_keys: Any) -> Path:
+    """One stream ``room`` of ``model`` on topic ``x``, with more ``stream_keys`` if given."""
+    return streams_config(tmp_path, [topic_stream(model, "x", **stream_keys)])
+
+
+def streams_config(tmp_path: Path, streams: list[dict[str, Any]], **tables: Any) -> Path:
+    """Device ``t``, a broker nobody listens on (port 1), ``streams`` and other ``tables``."""
+    return agent_config(tmp_path, device="t", port=1, streams=streams, name="c.toml", **tables)
 
 
 def test_version() -> None:
@@ -55,7 +59,7 @@ def test_file_that_is_not_a_model(tmp_path: Path) -> None:
 
 
 def test_model_whose_features_do_not_match_the_stream(demo_dir: Path, tmp_path: Path) -> None:
-    cfg = config(tmp_path, demo_dir / "room.tflite", 'features = ["temperature", "pressure"]\n')
+    cfg = config(tmp_path, demo_dir / "room.tflite", features=["temperature", "pressure"])
     one_line_error(run_cli("check", "--config", str(cfg)), "stream room", "temperature, humidity")
 
 
@@ -75,22 +79,16 @@ def test_info_prints_the_manifest_as_json(demo_dir: Path) -> None:
     assert data["accuracy"]["windows"] > 0
 
 
-def raw_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text(f'[device]\nid = "t"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n{text}')
-    return path
-
-
 def test_non_finite_float_keys_fail_check_and_run_with_one_line(
     demo_dir: Path, tmp_path: Path
 ) -> None:
     model = demo_dir / "room.tflite"
     for command, extra, key in (
-        ("run", "max_gap_s = inf\n", "streams[0].max_gap_s"),
-        ("check", "max_gap_s = inf\n", "streams[0].max_gap_s"),
-        ("check", "max_future_s = nan\n", "streams[0].max_future_s"),
+        ("run", {"max_gap_s": math.inf}, "streams[0].max_gap_s"),
+        ("check", {"max_gap_s": math.inf}, "streams[0].max_gap_s"),
+        ("check", {"max_future_s": math.nan}, "streams[0].max_future_s"),
     ):
-        result = run_cli(command, "--config", str(config(tmp_path, model, extra)))
+        result = run_cli(command, "--config", str(config(tmp_path, model, **extra)))
         one_line_error(result, f"{key}: must be a finite number")
         assert result.returncode == 2
 
@@ -108,10 +106,10 @@ def test_a_ca_file_that_is_not_a_certificate_fails_check_and_run(
 ) -> None:
     ca = tmp_path / "ca.crt"
     ca.write_text("this is not a certificate\n")
-    path = raw_config(tmp_path, "")
-    path.write_text(
-        f'[device]\nid = "t"\n[mqtt]\nurl = "mqtts://127.0.0.1:1"\nca_file = "{ca}"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{demo_dir / "room.tflite"}"\ninput_topic = "x"\n'
+    path = streams_config(
+        tmp_path,
+        [topic_stream(demo_dir / "room.tflite", "x")],
+        mqtt={"url": "mqtts://127.0.0.1:1", "ca_file": ca},
     )
     for command in ("check", "run"):
         result = run_cli(command, "--config", str(path))
@@ -129,13 +127,17 @@ def test_check_describes_each_streams_sources(demo_dir: Path, tmp_path: Path) ->
     model = demo_dir / "room.tflite"
     sensor = tmp_path / "temp1_input"
     sensor.write_text("21000\n")
-    path = raw_config(
+    inputs = {
+        "temperature": {"type": "file", "path": sensor, "interval_s": 5},
+        "humidity": {"type": "mqtt_value", "topic": "sensors/hum"},
+    }
+    path = streams_config(
         tmp_path,
-        f'[[streams]]\nname = "pipe"\nmodel = "{model}"\n[[streams.sources]]\ntype = "stdin"\n'
-        f'[[streams]]\nname = "mix"\nmodel = "{model}"\n'
-        f'[streams.inputs.temperature]\ntype = "file"\npath = "{sensor}"\ninterval_s = 5\n'
-        '[streams.inputs.humidity]\ntype = "mqtt_value"\ntopic = "sensors/hum"\n'
-        f'[[streams]]\nname = "topic"\nmodel = "{model}"\ninput_topic = "sensors/room"\n',
+        [
+            stdin_stream(model, name="pipe"),
+            {"name": "mix", "model": model, "inputs": inputs},
+            topic_stream(model, "sensors/room", name="topic"),
+        ],
     )
     result = run_cli("check", "--config", str(path))
     assert result.returncode == 0, result.stderr
@@ -151,19 +153,17 @@ def test_check_describes_each_streams_sources(demo_dir: Path, tmp_path: Path) ->
 
 def test_two_stdin_sources_fail_check(demo_dir: Path, tmp_path: Path) -> None:
     model = demo_dir / "room.tflite"
-    path = raw_config(
-        tmp_path,
-        f'[[streams]]\nname = "pipe"\nmodel = "{model}"\n'
-        '[[streams.sources]]\ntype = "stdin"\n[[streams.sources]]\ntype = "stdin"\n',
-    )
+    stdin = {"type": "stdin"}
+    path = streams_config(tmp_path, [{"name": "pipe", "model": model, "sources": [stdin, stdin]}])
     one_line_error(
         run_cli("check", "--config", str(path)), "streams[0].sources[1].type: only one stdin"
     )
 
 
 def test_log_level_debug_prints_debug_lines(demo_dir: Path, tmp_path: Path) -> None:
-    path = config(tmp_path, demo_dir / "room.tflite", "")
-    path.write_text(path.read_text() + '[log]\nlevel = "debug"\n')
+    path = streams_config(
+        tmp_path, [topic_stream(demo_dir / "room.tflite", "x")], log={"level": "debug"}
+    )
     checked = run_cli("check", "--config", str(path))
     assert checked.returncode == 0, checked.stderr
     assert " DEBUG " in checked.stderr and "stream room: model" in checked.stderr

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from agent.config import load_config
-from agent.errors import ConfigError
+from sensorcast.agent.config import (
+    Config,
+    HomeAssistantConfig,
+    MetricsConfig,
+    ModelsConfig,
+    MqttConfig,
+    QualityConfig,
+    SourceConfig,
+    StreamConfig,
+    UpdatesConfig,
+    load_config,
+)
+from sensorcast.agent.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -381,3 +393,46 @@ def test_the_fleet_device_id_is_reserved(tmp_path: Path) -> None:
     # topic, as its own.
     text = config_error(write(tmp_path, '[device]\nid = "fleet"\n' + STREAM))
     assert "device.id" in text and "reserved" in text
+
+
+def test_every_default_is_the_schema_default(tmp_path: Path) -> None:
+    """A key left out takes its dataclass field's default: defined once, in the schema."""
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[device]\nid = "pi-1"\n[[streams]]\nname = "room"\nmodel = "room.tflite"\n'
+            '[streams.inputs.temperature]\ntype = "file"\npath = "room.tflite"\n',
+        ),
+        env={},
+    )
+    assert (cfg.homeassistant, cfg.quality, cfg.metrics) == (
+        HomeAssistantConfig(), QualityConfig(), MetricsConfig()
+    )  # fmt: skip
+    assert (cfg.updates, cfg.models) == (UpdatesConfig(), ModelsConfig())
+    defaults = Config(cfg.path, cfg.device, cfg.mqtt, cfg.streams, cfg.state_dir)
+    assert cfg == defaults
+    expected = MqttConfig(host="127.0.0.1", port=1883, client_id="sensorcast-pi-1")
+    assert cfg.mqtt == expected
+    (stream,) = cfg.streams
+    assert stream == StreamConfig(stream.name, stream.model, sources=stream.sources)
+    (source,) = stream.sources
+    assert source == SourceConfig(
+        "file", "streams[0].inputs.temperature", "temperature", path=tmp_path / "room.tflite"
+    )
+
+
+def test_reading_a_config_loads_no_source_class_it_does_not_need(tmp_path: Path) -> None:
+    """The source classes (threads, subprocesses, the JSON parser) load only for a config
+    that names a source (``sensorcast health`` reads the config as a container health check)."""
+    path = write(tmp_path, "[[streams]]\nname = 'a'\nmodel = 'room.tflite'\ninput_topic = 'x'\n")
+    code = (
+        "import sys; from pathlib import Path; from sensorcast.agent.config import load_config;"
+        f"load_config(Path({str(path)!r}), {{}});"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('sensorcast.agent.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = {m for m in done.stdout.split() if m.startswith("sensorcast.agent.sources.")}
+    # The contract a source type implements, and the generic config of one: both light.
+    assert loaded == {"sensorcast.agent.sources.base", "sensorcast.agent.sources.spec"}

@@ -5,29 +5,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sensorcast.agent.config import load_config
+from sensorcast.agent.control.homeassistant import discovery_messages, expire_after_s
+from sensorcast.agent.errors import ConfigError
+from sensorcast.agent.forecast.manifest import read_bundle
 
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.homeassistant import discovery_messages, expire_after_s
-from agent.manifest import read_bundle
-from tests.conftest import REPO
+from tests.support.configs import agent_config, topic_stream
+from tests.support.paths import DEMO_DIR
 
-DEMO = REPO / "examples" / "demo" / "room.tflite"
+DEMO = DEMO_DIR / "room.tflite"
 
 
-def _config(tmp_path: Path, extra: str = "", stream_extra: str = "") -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text(
-        f'[device]\nid = "pi"\n{extra}\n[[streams]]\nname = "room"\nmodel = "{DEMO}"\n'
-        f'input_topic = "in"\n{stream_extra}\n'
-    )
-    return path
+def _config(tmp_path: Path, stream: dict[str, Any] | None = None, **tables: Any) -> Path:
+    """Device ``pi``, one stream (with the ``stream`` keys) and the other ``tables``."""
+    room = topic_stream(DEMO, "in", **(stream or {}))
+    return agent_config(tmp_path, device="pi", streams=[room], name="c.toml", **tables)
 
 
 def test_two_sensors_per_target_with_units_and_device_class(tmp_path: Path) -> None:
-    cfg = load_config(_config(tmp_path, stream_extra='units = {temperature = "°C"}'))
+    cfg = load_config(_config(tmp_path, {"units": {"temperature": "°C"}}))
     manifest = read_bundle(DEMO).manifest
     messages = discovery_messages(cfg, [("room", manifest)], "sensorcast/pi/status")
     assert [t for t, _ in messages] == [
@@ -45,7 +44,7 @@ def test_no_unit_no_device_class_and_disabled_removes(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path))
     doc = json.loads(discovery_messages(cfg, [("room", manifest)], "s")[0][1])
     assert "unit_of_measurement" not in doc and "device_class" not in doc
-    off = load_config(_config(tmp_path, "[homeassistant]\nenabled = false"))
+    off = load_config(_config(tmp_path, homeassistant={"enabled": False}))
     assert [p for _, p in discovery_messages(off, [("room", manifest)], "s")] == [b"", b""]
 
 
@@ -56,8 +55,8 @@ def test_expiry_is_three_periods_at_least_a_minute() -> None:
 def test_bad_homeassistant_keys_are_named(tmp_path: Path) -> None:
     bad = _config(
         tmp_path,
-        '[homeassistant]\ndiscovery_prefix = "ha/#"\nwhat = 1',
-        "units = {temperature = 3}",
+        {"units": {"temperature": 3}},
+        homeassistant={"discovery_prefix": "ha/#", "what": 1},
     )
     with pytest.raises(ConfigError) as err:
         load_config(bad)

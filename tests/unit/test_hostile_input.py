@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
+from sensorcast.agent.config import parse_config
+from sensorcast.agent.errors import ConfigError, ModelError
+from sensorcast.agent.forecast.forecaster import Forecaster
+from sensorcast.agent.forecast.manifest import Manifest, read_bundle, read_manifest_bytes
+from sensorcast.agent.forecast.runtime import load_runtime
+from sensorcast.agent.sources.parse import parse_json_reading, parse_number, parse_w1_slave
+from sensorcast.agent.window import Window
 
-from agent.config import parse_config
-from agent.errors import ConfigError, ModelError
-from agent.forecast import Forecaster
-from agent.manifest import Manifest, read_bundle, read_manifest_bytes
-from agent.runtime import load_runtime
-from agent.sources.parse import parse_json_reading, parse_number, parse_w1_slave
-from agent.window import Window
-from tests.conftest import REPO
-from tests.unit.manifest_writer import bundle_bytes, demo_manifest
+from tests.support.manifests import bundle_bytes, demo_manifest
+from tests.support.paths import REPO
 
 FEATURES = ((0, "temperature"), (1, "humidity"))
 REASONS = {"not_json", "not_object", "bad_timestamp", "missing_feature", "bad_value"}

@@ -13,10 +13,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sensorcast.agent.errors import ModelError
+from sensorcast.agent.forecast.manifest import DEFAULT_MAX_BUNDLE_BYTES, read_bundle
 
-from agent.errors import ModelError
-from agent.manifest import DEFAULT_MAX_BUNDLE_BYTES, read_bundle
-from tests.conftest import REPO, run_cli
+from tests.support.agents import run_cli
+from tests.support.configs import agent_config, topic_stream
+from tests.support.paths import REPO
 
 DEMO = REPO / "examples" / "demo" / "room.tflite"
 #: Address space of a child reading a hostile file, bytes: room for Python, not for the file.
@@ -38,7 +40,7 @@ sys.exit(code if code >= 0 else 128 - code)
 def info(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
     """``sensorcast info ARGS`` in a child process limited to :data:`CHILD_MEMORY` of
     address space; the result and the child's peak resident memory in bytes."""
-    cmd = [sys.executable, "-m", "agent", "info", *args]
+    cmd = [sys.executable, "-m", "sensorcast.agent", "info", *args]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "maxrss"
         done = subprocess.run(
@@ -147,15 +149,13 @@ def test_models_max_bytes_in_the_config_reaches_the_reader(tmp_path: Path) -> No
     load_model) reads: a valid bundle padded to 1.5 MiB loads by default, not under 1 MiB."""
     padded = tmp_path / "padded.tflite"
     padded.write_bytes(DEMO.read_bytes() + bytes(1536 * 1024))  # the flatbuffer ignores a tail
-    base = (
-        '[device]\nid = "t"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
-        f'[[streams]]\nname = "room"\nmodel = "{padded}"\ninput_topic = "x"\n'
-    )
-    config = tmp_path / "c.toml"
-    config.write_text(base)
+    streams = [topic_stream(padded, "x")]
+    config = agent_config(tmp_path, device="t", port=1, streams=streams, name="c.toml")
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    config.write_text(base + "[models]\nmax_bytes = 1048576\n")
+    agent_config(
+        tmp_path, device="t", port=1, models={"max_bytes": 1048576}, streams=streams, name="c.toml"
+    )
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"stream room: model {padded}: is {padded.stat().st_size} bytes" in result.stderr
@@ -170,7 +170,8 @@ def test_info_into_a_pipe_whose_reader_went_away(as_json: bool) -> None:
     os.close(read_end)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "agent", "info", str(DEMO), *(["--json"] if as_json else [])],
+            [sys.executable, "-m", "sensorcast.agent", "info", str(DEMO),
+             *(["--json"] if as_json else [])],
             stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE, text=True,
             timeout=120, check=False,
         )  # fmt: skip
@@ -183,7 +184,8 @@ def test_info_into_a_pipe_whose_reader_went_away(as_json: bool) -> None:
 
 def test_info_piped_into_head_prints_what_head_wants() -> None:
     done = subprocess.run(
-        f"{sys.executable} -m agent info {DEMO} | head -n 2", shell=True, capture_output=True,
+        f"{sys.executable} -m sensorcast.agent info {DEMO} | head -n 2", shell=True,
+        capture_output=True,
         text=True, timeout=120, check=False, executable="/bin/sh",
     )  # fmt: skip
     assert done.returncode == 0 and "Traceback" not in done.stderr

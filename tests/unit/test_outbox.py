@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from agent.outbox import Outbox
+from sensorcast.agent.publish.outbox import Outbox
 
 
 def test_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) -> None:
@@ -30,7 +29,8 @@ def test_a_killed_process_loses_nothing_it_handed_out_for_sending(tmp_path: Path
     anything out."""
     db = tmp_path / "outbox.db"
     code = (
-        "import os, sys; from pathlib import Path; from agent.outbox import Outbox\n"
+        "import os, sys; from pathlib import Path\n"
+        "from sensorcast.agent.publish.outbox import Outbox\n"
         f"box = Outbox(Path({str(db)!r}))\n"
         "for i in range(60): box.put('t', str(i).encode(), 1)\n"
         "assert len(box.pending(limit=1000)) == 60\n"
@@ -95,7 +95,7 @@ def test_read_only_state_directory_degrades_to_memory(tmp_path: Path) -> None:
 
 def test_a_disk_that_fills_up_degrades_to_memory_losing_nothing(tiny_disk: Path) -> None:
     """A real full filesystem: what was queued on disk and what comes after stays in order."""
-    from tests.conftest import fill_disk
+    from tests.support.host import fill_disk
 
     box = Outbox(tiny_disk / "outbox.db", max_messages=100_000, max_bytes=1 << 30)
     ids = [box.put("t", f"{i}".encode() * 100, qos=1) for i in range(20)]
@@ -139,7 +139,7 @@ def test_drops_are_logged_with_their_count(
     """A full outbox drops the oldest: a WARNING says how many (rate-limited, the rest
     counted into the next line, which close() writes at the latest)."""
     box = Outbox(tmp_path / "o.db", max_messages=5)
-    with caplog.at_level(logging.WARNING, logger="agent.outbox"):
+    with caplog.at_level(logging.WARNING, logger="sensorcast.agent.publish.outbox"):
         for i in range(20):
             box.put("t", str(i).encode(), 1)
         box.sync(3600)  # end of the loop turn
@@ -161,7 +161,7 @@ def test_durability_comes_back_when_the_disk_has_room_again(
 ) -> None:
     """A real full filesystem, then room again: the outbox goes back to disk with everything
     memory held (in order, same ids), says so, and new messages are on disk too."""
-    from tests.conftest import fill_disk
+    from tests.support.host import fill_disk
 
     path = tiny_disk / "outbox.db"
     box = Outbox(path, max_messages=100_000, max_bytes=1 << 30)
@@ -176,7 +176,7 @@ def test_durability_comes_back_when_the_disk_has_room_again(
     assert not box.restore()  # still full: stays in memory, nothing lost
     assert box.degraded is not None and box.depth == 395
     (tiny_disk / "filler").unlink()
-    with caplog.at_level(logging.WARNING, logger="agent.outbox"):
+    with caplog.at_level(logging.WARNING, logger="sensorcast.agent.publish.outbox"):
         assert box.restore()
     assert box.degraded is None and box.restored == 1
     assert any("durability restored (395 queued" in r.getMessage() for r in caplog.records)

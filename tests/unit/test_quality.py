@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from agent.quality import QualityTracker
+from sensorcast.agent.telemetry.quality import QualityTracker
 
 
 def _row(temperature: float) -> np.ndarray:

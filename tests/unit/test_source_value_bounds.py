@@ -10,16 +10,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sensorcast.agent.config import StreamConfig
+from sensorcast.agent.forecast.manifest import read_bundle
+from sensorcast.agent.sources.base import Reading
+from sensorcast.agent.sources.command import CommandSource
+from sensorcast.agent.sources.file import FileSource
+from sensorcast.agent.sources.mqtt import MqttJsonSource, MqttValueSource
+from sensorcast.agent.sources.stdin import StdinSource
+from sensorcast.agent.streams import build_window as service_window
+from sensorcast.agent.window import REASONS
 
-from agent.config import StreamConfig
-from agent.manifest import read_bundle
-from agent.service import _window as service_window
-from agent.sources.base import Reading
-from agent.sources.command import CommandSource
-from agent.sources.file import FileSource
-from agent.sources.mqtt import MqttJsonSource, MqttValueSource
-from agent.sources.stdin import StdinSource
-from agent.window import REASONS
 from tests.conftest import DEMO_DIR
 
 FEATURES = ("temperature", "humidity")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, TypeVar
 
 import pytest
-
-from agent.errors import ConfigError, SourceError
-from agent.sources import (
+from sensorcast.agent.config import parse_config
+from sensorcast.agent.errors import ConfigError, SourceError
+from sensorcast.agent.sources import (
     SOURCE_TYPES,
     CommandSource,
     FileSource,
@@ -25,8 +25,9 @@ from agent.sources import (
     Reading,
     StdinSource,
 )
-from agent.sources.parse import parse_json_reading, parse_number, parse_w1_slave
-from agent.sources.stdin import MAX_LINE
+from sensorcast.agent.sources.parse import parse_json_reading, parse_number, parse_w1_slave
+from sensorcast.agent.sources.registry import build_sources, source_types
+from sensorcast.agent.sources.stdin import MAX_LINE
 
 FEATURES = ("temperature", "humidity")
 INDEXED = tuple(enumerate(FEATURES))
@@ -675,6 +676,64 @@ def test_registry_names_every_source_type() -> None:
         "stdin": StdinSource,
     }
     assert all(cls.type_name == name for name, cls in SOURCE_TYPES.items())
+
+
+def test_each_source_type_declares_where_it_may_be_used() -> None:
+    # In the order config messages list them.
+    assert list(source_types(per_feature=True)) == ["file", "mqtt_value", "command"]
+    assert list(source_types(per_feature=False)) == ["mqtt", "command", "stdin"]
+    assert SOURCE_TYPES["stdin"].one_per_config is not None  # one process, one stdin
+    assert SOURCE_TYPES["file"].config_keys >= {"path", "parser", "scale", "offset"}
+
+
+def test_build_sources_builds_every_configured_type_through_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    (tmp_path / "t").write_text("21.5\n")
+    probe = "import json, os; print(json.dumps({'temperature': float('THE_PW' in os.environ)}))"
+    cfg = parse_config(
+        {
+            "mqtt": {"username": "u", "password_env": "THE_PW"},
+            "streams": [
+                {
+                    "name": "room",
+                    "model": "m.tflite",
+                    "input_topic": "in/room",
+                    "inputs": {
+                        "temperature": {"type": "file", "path": "t", "scale": 2},
+                        "humidity": {"type": "mqtt_value", "topic": "in/h"},
+                    },
+                    "sources": [
+                        {"type": "mqtt", "topic": "in/all"},
+                        {"type": "command", "command": [sys.executable, "-c", probe]},
+                        {"type": "stdin"},
+                    ],
+                }
+            ],
+        },
+        tmp_path / "c.toml",
+        {"THE_PW": "hunter2"},
+    )
+    monkeypatch.setenv("THE_PW", "hunter2")
+    subscribed: list[str] = []
+    sink = Collector()
+    sources = build_sources(
+        3, cfg.streams[0], FEATURES, cfg.mqtt, lambda topic, handler: subscribed.append(topic),
+        sink,
+    )  # fmt: skip
+    assert [type(s) for s in sources] == [
+        MqttJsonSource, FileSource, MqttValueSource, MqttJsonSource, CommandSource, StdinSource,
+    ]  # fmt: skip
+    assert subscribed == ["in/room", "in/h", "in/all"]
+    assert all(s.stream == 3 and s.features == FEATURES for s in sources)
+    file_source = sources[1]
+    assert isinstance(file_source, FileSource)
+    assert file_source.read_once(0.0)[0].value == 43.0  # scale from the config
+    command = sources[4]
+    assert isinstance(command, CommandSource)
+    # The broker password's variable is not in the command's environment.
+    assert command.read_once(0.0)[0].value == 0.0
 
 
 def test_source_error_is_a_failure_for_polled_sources(

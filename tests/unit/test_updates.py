@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sensorcast.agent.config import Config, config_warnings, load_config
+from sensorcast.agent.control.download import DownloadError, download, redact_url
+from sensorcast.agent.control.updates import ModelUpdater, restore_previous
+from sensorcast.agent.errors import ConfigError
 
-from agent.config import Config, config_warnings, load_config
-from agent.download import DownloadError, download, redact_url
-from agent.errors import ConfigError
-from agent.updates import ModelUpdater, restore_previous
-from tests.updates_support import (
+from tests.support.configs import agent_config, topic_stream
+from tests.support.updates import (
     DEMO,
     NEWER,
     answer,
@@ -36,15 +37,16 @@ MAX = 50 * 1024 * 1024
 class Updater:
     """A real :class:`ModelUpdater` on a config file; collects what it publishes."""
 
-    def __init__(self, tmp_path: Path, updates: str, model: Path = DEMO) -> None:
+    def __init__(self, tmp_path: Path, updates: dict[str, Any], model: Path = DEMO) -> None:
         (tmp_path / "models").mkdir()
         self.model = tmp_path / "models" / "room.tflite"
         shutil.copy(model, self.model)
-        path = tmp_path / "agent.toml"
-        path.write_text(
-            '[device]\nid = "u"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
-            f"[updates]\n{updates}\n"
-            '[[streams]]\nname = "room"\nmodel = "models/room.tflite"\ninput_topic = "in"\n'
+        path = agent_config(
+            tmp_path,
+            device="u",
+            port=1,
+            updates=updates,
+            streams=[topic_stream("models/room.tflite", "in")],
         )
         self.cfg: Config = load_config(path)
         self.states: list[dict[str, Any]] = []
@@ -77,10 +79,12 @@ class Updater:
 def make(tmp_path: Path) -> Any:
     made: list[Updater] = []
 
-    def factory(updates: str = "", model: Path = DEMO, where: str = "a") -> Updater:
+    def factory(
+        updates: dict[str, Any] | None = None, model: Path = DEMO, where: str = "a"
+    ) -> Updater:
         d = tmp_path / where
         d.mkdir()
-        u = Updater(d, updates, model)
+        u = Updater(d, updates or {}, model)
         made.append(u)
         return u
 
@@ -105,7 +109,7 @@ def test_updates_are_closed_by_default_and_say_what_to_set(make: Any) -> None:
 
 
 def test_allow_unsigned_opens_them_with_a_warning(make: Any) -> None:
-    u = make("allow_unsigned = true")
+    u = make({"allow_unsigned": True})
     (warning,) = config_warnings(u.cfg)
     assert "allow_unsigned" in warning and "public_key" in warning
     state = u.ask(request(NEWER.read_bytes()))
@@ -117,11 +121,11 @@ def test_allow_unsigned_opens_them_with_a_warning(make: Any) -> None:
 def test_allow_unsigned_with_a_public_key_is_a_user_mistake(tmp_path: Path) -> None:
     write_key(tmp_path)
     shutil.copy(DEMO, tmp_path / "room.tflite")
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[updates]\npublic_key = "update.pub"\n'
-        'allow_unsigned = true\n[[streams]]\nname = "room"\nmodel = "room.tflite"\n'
-        'input_topic = "in"\n'
+    path = agent_config(
+        tmp_path,
+        port=1,
+        updates={"public_key": "update.pub", "allow_unsigned": True},
+        streams=[topic_stream("room.tflite", "in")],
     )
     with pytest.raises(ConfigError, match=r"updates\.allow_unsigned: cannot be combined"):
         load_config(path)
@@ -129,7 +133,7 @@ def test_allow_unsigned_with_a_public_key_is_a_user_mistake(tmp_path: Path) -> N
 
 def test_signed_mode_refuses_a_request_without_a_valid_signature(make: Any, tmp_path: Path) -> None:
     sign = write_key(tmp_path)
-    u = make('public_key = "../update.pub"')
+    u = make({"public_key": "../update.pub"})
     data = NEWER.read_bytes()
     assert "'signature'" in u.ask(request(data))["reason"]
     assert "does not verify" in u.ask(request(data, signature=sign(b"other")))["reason"]
@@ -137,7 +141,7 @@ def test_signed_mode_refuses_a_request_without_a_valid_signature(make: Any, tmp_
 
 
 def test_an_older_bundle_is_refused_whatever_the_request_says(make: Any) -> None:
-    u = make("allow_unsigned = true", model=NEWER)
+    u = make({"allow_unsigned": True}, model=NEWER)
     older = DEMO.read_bytes()
     for extra in ({}, {"allow_downgrade": True}, {"force": True}):
         state = u.ask({**request(older), **extra})
@@ -153,7 +157,7 @@ def test_an_older_bundle_is_refused_whatever_the_request_says(make: Any) -> None
 
 
 def test_allow_downgrade_in_the_device_config_allows_it(make: Any) -> None:
-    u = make("allow_unsigned = true\nallow_downgrade = true", model=NEWER)
+    u = make({"allow_unsigned": True, "allow_downgrade": True}, model=NEWER)
     assert u.ask(request(DEMO.read_bytes()))["status"] == "applied"
     assert u.model.read_bytes() == DEMO.read_bytes()
 
@@ -161,14 +165,14 @@ def test_allow_downgrade_in_the_device_config_allows_it(make: Any) -> None:
 def test_a_running_model_without_a_created_time_accepts_any(make: Any, tmp_path: Path) -> None:
     model = tmp_path / "undated.tflite"
     model.write_bytes(undated(NEWER.read_bytes()))
-    u = make("allow_unsigned = true", model=model)
+    u = make({"allow_unsigned": True}, model=model)
     assert u.ask(request(DEMO.read_bytes()))["status"] == "applied"
 
 
 def test_a_bundle_with_a_hostile_manifest_number_is_refused(make: Any) -> None:
     """Signed or not, a bundle is checked as the agent checks a model at start, before it
     replaces anything (a period of 1e-99 s would overflow the window at the first reading)."""
-    u = make("allow_unsigned = true")
+    u = make({"allow_unsigned": True})
     bad = patch_manifest(NEWER.read_bytes(), '"period_s": 300.0', '"period_s": 1e-99')
     state = u.ask(request(bad))
     assert state["status"] == "rejected" and "period_s" in state["reason"], state
@@ -178,7 +182,7 @@ def test_a_bundle_with_a_hostile_manifest_number_is_refused(make: Any) -> None:
 
 
 def test_a_digest_mismatch_publishes_no_digest(make: Any) -> None:
-    u = make("allow_unsigned = true")
+    u = make({"allow_unsigned": True})
     data = NEWER.read_bytes()
     state = u.ask({**request(data), "sha256": "0" * 64})
     assert state["status"] == "rejected"
@@ -190,7 +194,7 @@ def test_a_digest_mismatch_publishes_no_digest(make: Any) -> None:
 def test_local_files_and_other_schemes_are_refused_before_anything_is_read(
     make: Any, tmp_path: Path
 ) -> None:
-    u = make("allow_unsigned = true")
+    u = make({"allow_unsigned": True})
     secret = tmp_path / "secret.txt"
     secret.write_text("hunter2\n")
     digest = hashlib.sha256(secret.read_bytes()).hexdigest()
@@ -213,11 +217,11 @@ def test_plain_http_only_for_signed_bundles_and_refused_before_connecting(
     data = NEWER.read_bytes()
     sign = write_key(tmp_path)
     with http_server(answer(data)) as server:
-        unsigned = make("allow_unsigned = true")
+        unsigned = make({"allow_unsigned": True})
         state = unsigned.ask(request(data, url=server.url()))
         assert state["status"] == "rejected" and "plain http" in state["reason"], state
         assert server.requests == []  # refused before opening anything
-        signed = make('public_key = "../update.pub"', where="b")
+        signed = make({"public_key": "../update.pub"}, where="b")
         state = signed.ask(request(data, url=server.url(), signature=sign(data)))
         assert state["status"] == "applied", state
         assert len(server.requests) == 1
@@ -232,7 +236,7 @@ def test_a_url_password_is_never_printed(make: Any, tmp_path: Path) -> None:
             download(url, MAX, 30, allow_http=True)
         assert secret not in str(info.value) and "updater:***@" in str(info.value)
         assert "HTTP 404" in str(info.value)
-        u = make('public_key = "../update.pub"')
+        u = make({"public_key": "../update.pub"})
         for bad in (url, f"http://updater:{secret}@127.0.0.1:notaport/x",
                     f"http://updater:{secret}@[::1/x", f"ftp://updater:{secret}@host/x",
                     f"http://updater:a/{secret}@127.0.0.1:1/x"):  # fmt: skip

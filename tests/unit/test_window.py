@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agent.window import (
+from sensorcast.agent.window import (
     REASONS,
     REJECT_DUPLICATE,
     REJECT_FUTURE,

@@ -1,0 +1,1 @@
+"""Control: Home Assistant discovery and model updates over MQTT."""

@@ -1,0 +1,335 @@
+"""Model updates over MQTT: ``<prefix>/<device>/model/set`` and the fleet-wide
+``<prefix>/fleet/model/set``.
+
+A request is JSON: ``{"stream": NAME, "sha256": HEX, "url": URL}`` or ``"data": BASE64``
+instead of the URL, and ``"signature": BASE64`` (Ed25519 over the bundle's bytes) when
+``[updates] public_key`` is set. Every outcome is published, retained, on
+``<prefix>/<device>/model/state``. A refused update changes nothing.
+
+Closed by default: requests are applied only when the device's own config sets
+``public_key`` (signed bundles only) or ``allow_unsigned = true``. In a worker thread the
+agent then downloads (https; plain http only for signed bundles; bounded in size, and by
+``timeout_s`` for the whole download), verifies the digest (and signature), checks the
+bundle as the agent checks a model at start, refuses one older than the running model
+(manifest ``created``) unless ``allow_downgrade``, keeps the current file as
+``<model>.previous`` and moves the new one in place atomically; the main loop then swaps it
+in between two forecasts, and puts ``.previous`` back if the new model fails in use
+(:func:`restore_previous`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sensorcast.agent.config import Config, StreamConfig
+from sensorcast.agent.control.download import DownloadError, download, scrub
+from sensorcast.agent.errors import ModelError, UpdateError
+from sensorcast.agent.forecast.forecaster import check_fits
+from sensorcast.agent.forecast.manifest import Bundle, read_bundle
+from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.publish.topics import Topics
+
+__all__ = ["CLOSED", "ModelUpdater", "UpdateError", "restore_previous"]
+
+logger = logging.getLogger(__name__)
+
+CLOSED = (
+    "model updates are closed on this device: set updates.public_key (to accept bundles "
+    "signed with its key) or updates.allow_unsigned = true in its config"
+)
+
+
+def _default_check(sc: StreamConfig) -> Bundle:
+    bundle = read_bundle(sc.model)
+    check_fits(bundle, sc.features, sc.name)
+    return bundle
+
+
+class ModelUpdater:
+    """Takes requests from the MQTT thread, applies them one at a time in its own thread.
+
+    ``check(stream config)`` loads a bundle as the agent would at start (the service passes
+    its own loader) and raises :class:`ModelError` if it would not run; ``on_applied(stream,
+    sha256)`` is called after a bundle was installed.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        publish: Callable[[str, bytes], None],
+        on_applied: Callable[[str, str], None],
+        check: Callable[[StreamConfig], Bundle] = _default_check,
+    ) -> None:
+        self.cfg = cfg
+        topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
+        self.topics = (topics.model_set, topics.fleet_model_set)
+        self.state_topic = topics.model_state
+        self._publish = publish
+        self._on_applied = on_applied
+        self._check = check
+        self._log = RateLimitedLog(logger)
+        self._failed: set[str] = set()  #: sha256 of bundles rolled back after failing in use.
+        self._failed_lock = threading.Lock()
+        self._requests: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._work, name="model-updates", daemon=True)
+        self._thread.start()
+
+    def handle(self, payload: bytes, _arrived: float) -> None:
+        """MQTT thread: queue the request (a full queue refuses it, with a state message)."""
+        try:
+            self._requests.put_nowait(payload)
+        except queue.Full:
+            self._state({"status": "rejected", "reason": "too many updates pending"})
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._thread.join(timeout=5)
+
+    def rolled_back(self, stream: str, sha256: str, reason: str, restored: str) -> None:
+        """The main loop put ``.previous`` back: report it, and never apply that bundle again
+        (until a restart), so a retained request cannot loop."""
+        with self._failed_lock:
+            self._failed.add(sha256)
+        self._state(
+            {"stream": stream, "status": "rolled_back", "sha256": sha256, "reason": reason,
+             "model": restored}
+        )  # fmt: skip
+
+    def _work(self) -> None:
+        while True:
+            payload = self._requests.get()
+            if payload is None:
+                return
+            stream, url = None, None
+            if self.cfg.updates.mode == "closed":  # refused before anything is parsed
+                self._refused(_stream_name(payload), CLOSED)
+                continue
+            try:
+                request = _parse(payload)
+                stream, url = request["stream"], request.get("url")
+                sha = self.apply(request)
+            except UpdateError as exc:
+                self._refused(stream, scrub(str(exc), url))
+                continue
+            except Exception as exc:  # never let an update kill the thread
+                reason = scrub(f"{type(exc).__name__}: {exc}", url)
+                logger.error("model update failed: %s", reason)
+                self._state({"stream": stream, "status": "rejected", "reason": reason})
+                continue
+            self._state({"stream": stream, "status": "applied", "sha256": sha})
+            self._on_applied(stream, sha)
+
+    def _refused(self, stream: Optional[str], reason: str) -> None:
+        if reason == CLOSED:  # anyone on the broker can send these: a rate-limited line
+            self._log.warning("closed", "model update refused: %s", reason)
+        else:
+            logger.error("model update refused: %s", reason)
+        self._state({"stream": stream, "status": "rejected", "reason": reason})
+
+    def apply(self, request: dict[str, Any]) -> str:
+        """Fetch, verify, check and install one bundle; returns its sha256."""
+        u = self.cfg.updates
+        if u.mode == "closed":
+            raise UpdateError(CLOSED)
+        sc = _stream(self.cfg, request["stream"])
+        want = request["sha256"]
+        signed = u.public_key is not None
+        if signed and not isinstance(request.get("signature"), str):
+            raise UpdateError("'signature' (base64 Ed25519) is required: updates.public_key is set")
+        with self._failed_lock:
+            failed = want in self._failed
+        if failed:
+            raise UpdateError(
+                f"bundle {want[:12]} was rolled back after it failed in use here; "
+                "it is not applied again before the agent restarts"
+            )
+        data = request.get("data")
+        if data is None:
+            try:
+                data = download(request["url"], u.max_bytes, u.timeout_s, allow_http=signed)
+            except DownloadError as exc:
+                raise UpdateError(str(exc)) from exc
+        if len(data) > u.max_bytes:
+            raise UpdateError(f"bundle is {len(data)} bytes, more than updates.max_bytes")
+        # Only the verdict: a digest of bytes that did not match (a local file, a guessed
+        # secret) must not be published.
+        if hashlib.sha256(data).hexdigest() != want:
+            raise UpdateError(
+                "digest mismatch: the bundle is not the one the request's sha256 names"
+            )
+        if u.public_key is not None:
+            _verify_signature(u.public_key, data, request.get("signature"))
+        self._install(sc, data)
+        logger.info(
+            "model update: %s@%s installed for stream %s", sc.model.stem, want[:12], sc.name
+        )
+        return str(want)
+
+    def _install(self, sc: StreamConfig, data: bytes) -> None:
+        target = sc.model
+        tmp = target.with_name(f".{target.name}.update")
+        try:
+            tmp.write_bytes(data)
+            bundle = self._check(replace(sc, model=tmp))
+            if sc.features is None:
+                current = read_bundle(target, self.cfg.models.max_bytes).manifest.features
+                if bundle.manifest.features != current:
+                    raise UpdateError(
+                        f"bundle wants features {', '.join(bundle.manifest.features)}, the "
+                        f"stream runs {', '.join(current)}"
+                    )
+            if not self.cfg.updates.allow_downgrade:
+                _refuse_older(bundle, target, self.cfg.models.max_bytes)
+            if target.exists():
+                previous = target.with_name(target.name + ".previous")
+                shutil.copyfile(target, previous)  # streamed: no whole-file read
+            os.replace(tmp, target)
+        except ModelError as exc:
+            text = str(exc).replace(f"model {tmp}", "the bundle").replace(str(tmp), "the bundle")
+            raise UpdateError(text) from exc
+        except OSError as exc:
+            raise UpdateError(
+                f"cannot write {target}: {exc.strerror or exc} (keep models where the agent "
+                "may write, e.g. under its state directory, to update them over MQTT)"
+            ) from exc
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _state(self, body: dict[str, Any]) -> None:
+        body = {"device": self.cfg.device.id, "time": time.time(), **body}
+        self._publish(self.state_topic, json.dumps(body).encode())
+
+
+def _parse(payload: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(payload)
+    except ValueError as exc:
+        raise UpdateError(f"not JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise UpdateError("want a JSON object with stream, sha256, and url or data")
+    for key in ("stream", "sha256"):
+        if not isinstance(request.get(key), str):
+            raise UpdateError(f"{key!r} missing or not a string")
+    if ("url" in request) == ("data" in request):
+        raise UpdateError("give exactly one of 'url' and 'data' (base64)")
+    if "data" in request:
+        try:
+            request["data"] = base64.b64decode(request["data"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise UpdateError(f"'data' is not base64: {exc}") from exc
+    elif not isinstance(request["url"], str):
+        raise UpdateError("'url' must be a string")
+    request["sha256"] = request["sha256"].lower()
+    return request
+
+
+def _stream_name(payload: bytes) -> Optional[str]:
+    """The request's stream for its refusal, if it names one."""
+    try:
+        request = json.loads(payload)
+    except ValueError:
+        return None
+    name = request.get("stream") if isinstance(request, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _stream(cfg: Config, name: str) -> StreamConfig:
+    for sc in cfg.streams:
+        if sc.name == name:
+            return replace(sc)
+    raise UpdateError(
+        f"no stream {name!r} here (streams: {', '.join(s.name for s in cfg.streams)})"
+    )
+
+
+def _created(text: str) -> Optional[datetime]:
+    """A manifest's ``created`` (ISO 8601; naive means UTC), or None if empty or unreadable."""
+    if text.endswith(("Z", "z")):  # the converter's form; fromisoformat takes Z only from 3.11
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _refuse_older(bundle: Bundle, target: Path, max_bytes: int) -> None:
+    """No rollback by replay: refuse a bundle made before the one in ``target``.
+
+    ``created`` is inside the bundle (and so inside what a signature covers). A running
+    model without a readable ``created`` cannot be compared: anything goes. A new bundle
+    without one, over a model that has one, is refused: it could be of any age.
+    """
+    try:
+        running = _created(read_bundle(target, max_bytes).manifest.created)
+    except ModelError:
+        return  # no readable model runs from that file: nothing to compare with
+    if running is None:
+        return
+    new = _created(bundle.manifest.created)
+    fix = "set updates.allow_downgrade = true in this device's config to allow it"
+    if new is None:
+        raise UpdateError(
+            f"bundle has no readable created time (manifest created "
+            f"{bundle.manifest.created!r}) and may be older than the running model "
+            f"(created {running.isoformat()}); {fix}"
+        )
+    if new < running:
+        raise UpdateError(
+            f"bundle created {new.isoformat()} is older than the running model (created "
+            f"{running.isoformat()}): a downgrade; {fix}"
+        )
+
+
+def restore_previous(model: Path) -> bool:
+    """Put ``<model>.previous`` back in place of ``model`` (atomically, keeping the copy).
+
+    Returns False if there is no ``.previous``; raises :class:`OSError` if it cannot be
+    written.
+    """
+    previous = model.with_name(model.name + ".previous")
+    if not previous.is_file():
+        return False
+    tmp = model.with_name(f".{model.name}.rollback")
+    try:
+        shutil.copyfile(previous, tmp)
+        os.replace(tmp, model)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def _verify_signature(public_key: Path, data: bytes, signature: Any) -> None:
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    except ImportError as exc:
+        raise UpdateError(
+            "updates.public_key needs the cryptography package: pip install cryptography"
+        ) from exc
+    if not isinstance(signature, str):
+        raise UpdateError("'signature' (base64 Ed25519) is required: updates.public_key is set")
+    try:
+        key = load_pem_public_key(public_key.read_bytes())
+        if not isinstance(key, Ed25519PublicKey):
+            raise UpdateError(f"{public_key} is not an Ed25519 public key")
+        key.verify(base64.b64decode(signature, validate=True), data)
+    except InvalidSignature as exc:
+        raise UpdateError("signature does not verify with updates.public_key") from exc
+    except (OSError, ValueError, binascii.Error) as exc:
+        raise UpdateError(f"cannot check the signature: {exc}") from exc

@@ -1,0 +1,183 @@
+"""The hot path, free of I/O: readings -> windows -> forecasts -> payloads in the outbox.
+
+The main loop (or a benchmark, or a test) drives it with three calls:
+:meth:`Pipeline.ingest` for each batch of readings, :meth:`Pipeline.tick` as the clock
+moves, :meth:`Pipeline.forecast_due` after both. A forecast goes into the outbox through
+its stream's :class:`~sensorcast.agent.publish.payload.ForecastPublisher`; sending it is
+the sender's business, not this module's. Nothing here blocks, takes a lock, or allocates
+per reading beyond what the window does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.sources.base import Reading
+from sensorcast.agent.streams import Stream
+from sensorcast.agent.window import REASONS
+
+__all__ = ["QUALITY_JUDGE_S", "Pipeline"]
+
+logger = logging.getLogger(__name__)
+
+QUALITY_JUDGE_S = 5.0  #: Drift is judged (and reports considered) at most this often, seconds.
+
+#: ``failed(streams, exception, what was being done)``: a model or window raised.
+OnFailure = Callable[[list[Stream], Exception, str], None]
+#: ``report(stream, now)``: the stream's quality report may be due (``now``: drift changed).
+OnQuality = Callable[[Stream, bool], None]
+
+
+class Pipeline:
+    """Feeds readings into the streams' windows and forecasts each window that moved.
+
+    ``failed`` hears of every exception a model or window raised (the reading or forecast
+    is lost, never the agent); ``quality`` is asked to report a stream's forecast quality
+    at most every :data:`QUALITY_JUDGE_S`. Main loop only.
+    """
+
+    def __init__(
+        self,
+        streams: list[Stream],
+        failed: OnFailure,
+        quality: OnQuality = lambda _stream, _now: None,
+    ) -> None:
+        self.streams = streams
+        self._failed = failed
+        self._quality = quality
+        self._log = RateLimitedLog(logger)
+
+    def ingest(self, batch: list[Reading], now: float) -> None:
+        """Add a batch of readings to their streams' windows; ``now`` is the Unix time (s)
+        the batch arrived. A reading that closes a period whose forecast is due forecasts
+        it first; rejected readings are counted by reason and logged, rate-limited."""
+        streams = self.streams
+        for reading in batch:
+            stream = streams[reading.stream]
+            try:
+                if stream.due and stream.window.appends_before(reading.ts):
+                    self.forecast(stream)  # this window's forecast cannot wait for a batch
+                result = stream.window.add(reading.feature, reading.ts, reading.value, now)
+            except Exception as exc:  # a window made from a bad manifest: the reading is lost
+                self._failed([stream], exc, "adding a reading")
+                continue
+            if result < 0:
+                self._rejected(stream, reading, REASONS[result])
+                continue
+            stream.accepted += 1
+            if stream.window.gaps != stream.gaps_seen:
+                self._gap(stream)
+            if result and stream.window.ready:
+                stream.due = True
+
+    def _rejected(self, stream: Stream, reading: Reading, reason: str) -> None:
+        stream.rejected[reason] = stream.rejected.get(reason, 0) + 1
+        self._log.warning(
+            f"{stream.name}:{reason}",
+            "stream %s: rejected a %s reading (%s)",
+            stream.name,
+            stream.bundle.manifest.features[reading.feature],
+            reason,
+        )
+
+    def _gap(self, stream: Stream) -> None:
+        stream.gaps_seen = stream.window.gaps
+        self._log.warning(
+            f"{stream.name}:gap",
+            "stream %s: no reading for longer than max_gap_s; window emptied, "
+            "forecasts resume when it is full again",
+            stream.name,
+        )
+
+    def tick(self, now: float) -> None:
+        """Close the periods that ended by ``now`` (Unix s) with no reading to close them;
+        a window about to move is forecast first."""
+        for stream in self.streams:
+            if not stream.window.closing_due(now):
+                continue
+            if stream.due:
+                self.forecast(stream)  # the window is about to move: forecast it first
+            if stream.window.close_due(now) and stream.window.ready:
+                stream.due = True
+
+    def forecast_due(self) -> None:
+        """Forecast every stream whose window moved; streams sharing a batched model go in
+        one call."""
+        groups: dict[str, list[Stream]] = {}
+        for stream in self.streams:
+            if not stream.due:
+                continue
+            if stream.forecaster.batch_size > 1 and stream.cfg.rollout_steps is None:
+                groups.setdefault(stream.bundle.sha256, []).append(stream)
+            else:
+                self.forecast(stream)
+        for group in groups.values():
+            if len(group) == 1:
+                self.forecast(group[0])
+            else:
+                self._forecast_batch(group)
+
+    def _forecast_batch(self, group: list[Stream]) -> None:
+        started = time.perf_counter()
+        try:
+            values = group[0].forecaster.predict_batch([s.window.view() for s in group])
+        except Exception as exc:  # see forecast
+            self._failed(group, exc, "batched forecast")
+            return
+        each = (time.perf_counter() - started) / len(group)
+        for stream, forecast in zip(group, values):
+            stream.latency.observe(each)
+            self._publish(stream, forecast)
+            stream.batched += 1
+
+    def forecast(self, stream: Stream) -> None:
+        """Forecast the stream's window now and queue the forecast in the outbox."""
+        started = time.perf_counter()
+        try:
+            values = stream.predict(stream.window.view())
+        except Exception as exc:  # one stream's broken model must not stop the agent
+            self._failed([stream], exc, "forecast")
+            return
+        stream.latency.observe(time.perf_counter() - started)
+        self._publish(stream, values)
+
+    def _publish(self, stream: Stream, values: np.ndarray) -> None:
+        window = stream.window
+        assert window.closed_through is not None and stream.publisher is not None
+        window_end = window.closed_through * window.period_s
+        stream.publisher.publish(stream.bundle.label, window_end, values)
+        self._track_quality(stream, values)
+        stream.forecasts += 1
+        stream.last_forecast = window_end
+        stream.due = False
+        stream.trial = False  # it forecast: the update stays
+
+    def _track_quality(self, stream: Stream, values: np.ndarray) -> None:
+        """Residuals for earlier forecasts from the period just closed; judge drift."""
+        tracker, window = stream.quality, stream.window
+        if tracker is None or window.closed_through is None:
+            return
+        slot = window.closed_through
+        tracker.actual(slot, window.view()[-1])
+        tracker.forecast(slot, values)
+        mono = time.monotonic()
+        if mono - stream.quality_judged < QUALITY_JUDGE_S:
+            return  # drift is a matter of hours: judging it costs more than a forecast
+        stream.quality_judged = mono
+        change = tracker.update_drift(time.time())
+        if change == "start":
+            logger.warning(
+                "stream %s: forecast error has stayed above %g x what model %s promised for "
+                "%.0f s: drift; the model may need retraining",
+                stream.name,
+                tracker.drift_factor,
+                stream.bundle.label,
+                tracker.drift_after_s,
+            )
+        elif change == "end":
+            logger.info("stream %s: forecast error back within the model's promise", stream.name)
+        self._quality(stream, change is not None)

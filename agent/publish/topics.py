@@ -1,0 +1,61 @@
+"""Every MQTT topic the agent reads or writes, built in one place.
+
+``<prefix>`` is ``mqtt.topic_prefix`` (default ``sensorcast``), ``<device>`` the device id.
+The broker ACL in ``deploy/mosquitto-acl.conf`` and docs/config.md ("Broker access control")
+list the same topics: change both together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FLEET", "Topics", "discovery_topic"]
+
+#: The device-id level that addresses every device (``<prefix>/fleet/model/set``).
+FLEET = "fleet"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one device under one prefix."""
+
+    prefix: str
+    device: str
+
+    @property
+    def status(self) -> str:
+        """Availability: retained ``online``; ``offline`` as the will and on shutdown."""
+        return f"{self.prefix}/{self.device}/status"
+
+    @property
+    def metrics(self) -> str:
+        """Counters and gauges as JSON, every ``metrics.interval_s``."""
+        return f"{self.prefix}/{self.device}/metrics"
+
+    @property
+    def model_set(self) -> str:
+        """Model update requests for this device."""
+        return f"{self.prefix}/{self.device}/model/set"
+
+    @property
+    def fleet_model_set(self) -> str:
+        """Model update requests for every device under the prefix."""
+        return f"{self.prefix}/{FLEET}/model/set"
+
+    @property
+    def model_state(self) -> str:
+        """Outcome of each update request (retained)."""
+        return f"{self.prefix}/{self.device}/model/state"
+
+    def forecast(self, stream: str) -> str:
+        """A stream's forecasts."""
+        return f"{self.prefix}/{self.device}/{stream}/forecast"
+
+    def quality(self, stream: str) -> str:
+        """A stream's forecast-quality report (retained)."""
+        return f"{self.prefix}/{self.device}/{stream}/quality"
+
+
+def discovery_topic(discovery_prefix: str, node: str, object_id: str) -> str:
+    """Home Assistant MQTT discovery: one sensor's config (retained)."""
+    return f"{discovery_prefix}/sensor/{node}/{object_id}/config"

@@ -1,0 +1,1 @@
+"""Telemetry: metrics, forecast quality, the health file and systemd notifications."""

@@ -1,0 +1,220 @@
+"""Question 7: questions 1, 2 (in process), 4 and 5 under QEMU arm64 (emulated).
+
+The children run in the arm64 chroot (``deploy/qemu/run``) on the cached env layer's two
+venvs (``deploy/qemu/env``), with the checkout bound in read-only at ``/src`` and a work
+directory (bundles, the two trees, specs, results) at ``/work``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.agent.context import Run
+from bench.harness.broker import Mosquitto
+from bench.harness.children import Where
+from bench.harness.markdown import fr, mb, ratio, table, us
+from bench.harness.paths import DEMO_DIR, REPO
+
+__all__ = ["lines", "measure", "render"]
+
+VENVS = {
+    "litert": "/opt/sensorcast/litert/bin/python",
+    "tflite-runtime": "/opt/sensorcast/tflite/bin/python",
+}
+#: (runtime, bundle, side) of the per-forecast cells.
+PATH_CELLS = (
+    ("litert", "room.tflite", "before"),
+    ("litert", "room.tflite", "after"),
+    ("litert", "lstm.tflite", "after"),
+    ("tflite-runtime", "room_f32.tflite", "after"),
+    ("tflite-runtime", "lstm.tflite", "after"),
+)
+
+
+def _layer(run: Run) -> Optional[str]:
+    """The cached arm64 env layer (``deploy/qemu/env``), or None with the reason recorded."""
+    try:
+        out = subprocess.run(
+            [str(REPO / "deploy" / "qemu" / "env")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
+        )
+        return out.stdout.strip().splitlines()[-1]
+    except (subprocess.SubprocessError, OSError, IndexError) as exc:
+        run.runner.failures.append(f"qemu: cannot set up the arm64 chroot: {exc}")
+        return None
+
+
+def _files(run: Run, qwork: Path) -> set[str]:
+    """Copy the bundles and both trees into the chroot's work directory; the bundles' names."""
+    files = {"room.tflite": DEMO_DIR / "room.tflite"}
+    if run.prep.get("demo_f32"):
+        files["room_f32.tflite"] = Path(run.prep["demo_f32"])
+    if run.prep.get("lstm_f32"):
+        files["lstm.tflite"] = Path(run.prep["lstm_f32"])
+    for name, src in files.items():
+        shutil.copy(src, qwork / name)
+    for side, tree in run.trees.items():
+        shutil.copytree(tree.root, qwork / side, dirs_exist_ok=True)
+    return set(files)
+
+
+def measure(run: Run) -> None:
+    """Run the chroot's children; ``run.r["qemu"]`` gets the raw results and the lines."""
+    layer = _layer(run)
+    if layer is None:
+        run.r["qemu"] = {"lines": ["Could not set up the chroot: " + run.runner.failures[-1]]}
+        return
+    qwork = run.work / "qemu"
+    qwork.mkdir(exist_ok=True)
+    files = _files(run, qwork)
+    prefix = (
+        str(REPO / "deploy" / "qemu" / "run"),
+        "--layer",
+        layer,
+        "--bind",
+        f"{REPO}:/src:ro",
+        "--bind",
+        f"{qwork}:/work",
+        "--",
+    )
+    where = Where(prefix, qwork, "/work", "/src/bench/agent_bench.py")
+    broker = Mosquitto()
+    broker.start()
+    try:
+        raw = _children(run, where, files, broker.port)
+    finally:
+        broker.close()
+    run.r["qemu"] = {"raw": raw, "lines": lines(raw)}
+
+
+def _children(run: Run, where: Where, files: set[str], port: int) -> dict[str, Any]:
+    n, rounds = (40, 3) if run.quick else (80, 3)
+    kw: dict[str, Any] = {"where": where, "timeout_s": 1800}
+    raw: dict[str, Any] = {}
+    for rt, name, side in PATH_CELLS:
+        if name in files:
+            raw[f"{rt} {name} {side}"] = run.child(
+                "path",
+                {
+                    **run.trees[side].spec(f"/work/{side}"),
+                    "bundle": f"/work/{name}",
+                    "n": n,
+                    "rounds": rounds,
+                    "port": port,
+                    "runtime": rt,
+                    "label": f"qemu {rt} {name} {side}",
+                },
+                python=VENVS[rt],
+                **kw,
+            )
+    after = run.after.spec("/work/after")
+    for rt, py in VENVS.items():
+        # tflite-runtime 2.14 refuses the dynamic-range demo bundle's op versions
+        bundle = "/work/room.tflite" if rt == "litert" else "/work/room_f32.tflite"
+        raw[f"{rt} window"] = run.child(
+            "window",
+            {
+                **after,
+                "bundle": bundle,
+                "n": 20_000 if run.quick else 30_000,
+                "rounds": 3,
+                "port": port,
+                "label": f"qemu {rt}",
+            },
+            python=py,
+            **kw,
+        )
+        raw[f"{rt} agentrun"] = run.child(
+            "agentrun",
+            {
+                **after,
+                "bundle": bundle,
+                "port": port,
+                "reps": 2 if run.quick else 3,
+                "secs": 8.0 if run.quick else 15.0,
+                "tag": f"q{rt[:3]}",
+                "label": f"qemu {rt} start-up and memory",
+            },
+            python=py,
+            **kw,
+        )
+    return raw
+
+
+def lines(raw: dict[str, Any]) -> list[str]:
+    """The section's markdown from the chroot's results."""
+    head = [
+        "runtime",
+        "bundle",
+        "agent",
+        "bare invoke",
+        "forecast",
+        "agent path",
+        "ratio path/bare",
+        "ratio, CPU time",
+    ]
+    rows = []
+    for key, res in raw.items():
+        if key.endswith(("window", "agentrun")) or not res:
+            continue
+        rt, name, side = key.split(" ")
+        s = res["stages"]
+        path, bare = s.get("agent_path"), s.get("bare_invoke")
+        rows.append(
+            [
+                rt,
+                name,
+                side,
+                us(bare),
+                us(s.get("forecast")),
+                us(path),
+                fr(ratio(path, bare)),
+                fr(ratio(path, bare, "cpu_us")),
+            ]
+        )
+    out = [*table(head, rows), ""]
+    for key, res in raw.items():
+        if key.endswith("window") and res:
+            wa, si = res["window_add"], res["service_ingest"]
+            out.append(
+                f"- {key}: `Window.add` {wa['per_s']:,.0f} readings/s; service ingest "
+                f"{si['per_s']:,.0f} readings/s (emulated)"
+            )
+        if key.endswith("agentrun") and res:
+            out.append(_agentrun_line(key.split()[0], res))
+    return out
+
+
+def _agentrun_line(runtime: str, res: dict[str, Any]) -> str:
+    st, mem = res["startup"], res["memory"]
+    start = f"{st['s']:.2f} s ({st['min']:.2f}-{st['max']:.2f})" if "s" in st else st
+    return (
+        f"- {runtime}: `sensorcast run` start-up to `online` {start}; peak RSS "
+        f"{mb(mem.get('peak_mb'))} MB, final {mb(mem.get('final_mb'))} MB, "
+        f"{mem.get('forecasts')} forecasts (RSS of the qemu-user process: the emulator "
+        "and its translated code included)"
+    )
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """Section 7."""
+    q = r.get("qemu")
+    out = ["## 7. Under QEMU arm64 (emulated)", ""]
+    if not q:
+        return [
+            *out,
+            "Not run in this run (`--qemu on`, or `auto` as root; needs binfmt_misc).",
+            "",
+        ]
+    out += [
+        "**Emulated**: qemu-user on this x86 host, arm64 Debian bookworm chroot "
+        "(`deploy/qemu/run`). Useful as ratios between configurations, not as Pi timings.",
+        "",
+    ]
+    return [*out, *q.get("lines", []), ""]
