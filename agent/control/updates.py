@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sensorcast.agent.config import Config, StreamConfig
-from sensorcast.agent.control.download import DownloadError, download, scrub
 from sensorcast.agent.errors import ModelError, UpdateError
 from sensorcast.agent.forecast.forecaster import check_fits
 from sensorcast.agent.forecast.manifest import Bundle, read_bundle
@@ -122,10 +121,10 @@ class ModelUpdater:
                 stream, url = request["stream"], request.get("url")
                 sha = self.apply(request)
             except UpdateError as exc:
-                self._refused(stream, scrub(str(exc), url))
+                self._refused(stream, _scrub(str(exc), url))
                 continue
             except Exception as exc:  # never let an update kill the thread
-                reason = scrub(f"{type(exc).__name__}: {exc}", url)
+                reason = _scrub(f"{type(exc).__name__}: {exc}", url)
                 logger.error("model update failed: %s", reason)
                 self._state({"stream": stream, "status": "rejected", "reason": reason})
                 continue
@@ -159,6 +158,9 @@ class ModelUpdater:
         data = request.get("data")
         if data is None:
             try:
+                # urllib and http.client load only when an update comes (start-up time).
+                from sensorcast.agent.control.download import DownloadError, download
+
                 data = download(request["url"], u.max_bytes, u.timeout_s, allow_http=signed)
             except DownloadError as exc:
                 raise UpdateError(str(exc)) from exc
@@ -333,3 +335,10 @@ def _verify_signature(public_key: Path, data: bytes, signature: Any) -> None:
         raise UpdateError("signature does not verify with updates.public_key") from exc
     except (OSError, ValueError, binascii.Error) as exc:
         raise UpdateError(f"cannot check the signature: {exc}") from exc
+
+
+def _scrub(text: str, url: Optional[str]) -> str:
+    """``text`` without the URL's password (the download module, loaded on first use)."""
+    from sensorcast.agent.control.download import scrub
+
+    return scrub(text, url)
