@@ -52,15 +52,18 @@ def payloads(features: list[str], start: float, step: float, n: int, seed: int =
 def agent_config(path: Path, port: int, streams: list[tuple[str, Path, str]], device: str) -> Path:
     """Write a config with replayed-history streams (no wall-clock closing, any timestamp).
 
-    ``streams`` are ``(name, bundle, input topic)``; the state goes next to ``path``.
+    ``streams`` are ``(name, bundle, input topic)``; the state goes next to ``path``, and
+    starts empty (a window restored from an earlier run would refuse its replayed readings).
     """
+    state = path.parent / f"state-{device}"
+    shutil.rmtree(state, ignore_errors=True)
     body = "".join(
         f'[[streams]]\nname = "{name}"\nmodel = "{model}"\ninput_topic = "{topic}"\n'
         "close_delay_s = 1000000000\nmax_future_s = 1000000000\nmax_gap_s = 1000000000\n"
         for name, model, topic in streams
     )
     path.write_text(
-        f'[device]\nid = "{device}"\n[state]\ndir = "{path.parent / ("state-" + device)}"\n'
+        f'[device]\nid = "{device}"\n[state]\ndir = "{state}"\n'
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n' + body
     )
     return path

@@ -73,13 +73,15 @@ class Run:
         kind: str,
         specs: dict[str, dict[str, Any]],
         merge: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        **kw: Any,
     ) -> dict[str, Optional[dict[str, Any]]]:
         """Run each side's child :attr:`turns` times, the sides taking turns (so a shared
-        machine's drifting load hits them alike); per side the ``merge`` of its results."""
+        machine's drifting load hits them alike); per side the ``merge`` of its results.
+        ``kw`` go to :meth:`child` (another Python, a wrapper)."""
         got: dict[str, list[dict[str, Any]]] = {side: [] for side in specs}
         for _ in range(self.turns):
             for side, spec in specs.items():
-                res = self.child(kind, spec)
+                res = self.child(kind, spec, **kw)
                 if res is not None:
                     got[side].append(res)
         return {side: merge(results) if results else None for side, results in got.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.agent.context import Run
+from bench.agent.path import merge_path
 from bench.harness.broker import Mosquitto
 from bench.harness.children import Where
 from bench.harness.markdown import fr, mb, ratio, table, us
@@ -24,13 +25,13 @@ VENVS = {
     "litert": "/opt/sensorcast/litert/bin/python",
     "tflite-runtime": "/opt/sensorcast/tflite/bin/python",
 }
-#: (runtime, bundle, side) of the per-forecast cells.
-PATH_CELLS = (
-    ("litert", "room.tflite", "before"),
-    ("litert", "room.tflite", "after"),
-    ("litert", "lstm.tflite", "after"),
-    ("tflite-runtime", "room_f32.tflite", "after"),
-    ("tflite-runtime", "lstm.tflite", "after"),
+#: (runtime, bundle) of the per-forecast cell measured on both trees, taking turns.
+BOTH = ("litert", "room.tflite")
+#: (runtime, bundle) of the per-forecast cells measured on the after tree.
+AFTER_CELLS = (
+    ("litert", "lstm.tflite"),
+    ("tflite-runtime", "room_f32.tflite"),
+    ("tflite-runtime", "lstm.tflite"),
 )
 
 
@@ -93,26 +94,28 @@ def measure(run: Run) -> None:
     run.r["qemu"] = {"raw": raw, "lines": lines(raw)}
 
 
+def _path_spec(run: Run, side: str, rt: str, name: str, port: int) -> dict[str, Any]:
+    return {
+        **run.trees[side].spec(f"/work/{side}"),
+        "bundle": f"/work/{name}",
+        "n": 40 if run.quick else 80,
+        "rounds": run.rounds_per_turn if name == BOTH[1] and rt == BOTH[0] else 3,
+        "port": port,
+        "runtime": rt,
+        "label": f"qemu {rt} {name} {side}",
+    }
+
+
 def _children(run: Run, where: Where, files: set[str], port: int) -> dict[str, Any]:
-    n, rounds = (40, 3) if run.quick else (80, 3)
     kw: dict[str, Any] = {"where": where, "timeout_s": 1800}
-    raw: dict[str, Any] = {}
-    for rt, name, side in PATH_CELLS:
+    rt, name = BOTH
+    specs = {side: _path_spec(run, side, rt, name, port) for side in run.trees}
+    both = run.alternate("path", specs, merge_path, python=VENVS[rt], **kw)
+    raw: dict[str, Any] = {f"{rt} {name} {side}": res for side, res in both.items()}
+    for rt, name in AFTER_CELLS:
         if name in files:
-            raw[f"{rt} {name} {side}"] = run.child(
-                "path",
-                {
-                    **run.trees[side].spec(f"/work/{side}"),
-                    "bundle": f"/work/{name}",
-                    "n": n,
-                    "rounds": rounds,
-                    "port": port,
-                    "runtime": rt,
-                    "label": f"qemu {rt} {name} {side}",
-                },
-                python=VENVS[rt],
-                **kw,
-            )
+            spec = _path_spec(run, "after", rt, name, port)
+            raw[f"{rt} {name} after"] = run.child("path", spec, python=VENVS[rt], **kw)
     after = run.after.spec("/work/after")
     for rt, py in VENVS.items():
         # tflite-runtime 2.14 refuses the dynamic-range demo bundle's op versions
@@ -214,7 +217,8 @@ def render(r: dict[str, Any]) -> list[str]:
         ]
     out += [
         "**Emulated**: qemu-user on this x86 host, arm64 Debian bookworm chroot "
-        "(`deploy/qemu/run`). Useful as ratios between configurations, not as Pi timings.",
+        "(`deploy/qemu/run`). Useful as ratios between configurations, not as Pi timings. "
+        "The LiteRT demo cell ran on both trees, their children taking turns.",
         "",
     ]
     return [*out, *q.get("lines", []), ""]
