@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -17,8 +15,8 @@ __all__ = [
     "TIME_COLUMNS",
     "Calibration",
     "load_calibration",
+    "parse_time_features",
     "read_csv",
-    "read_norm",
     "synthetic_windows",
 ]
 
@@ -82,31 +80,6 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray, Optional[np.ndarray]]:
                 values[r, c] = number
                 c += 1
     return columns, values, stamps
-
-
-def read_norm(path: Path, needed: list[str]) -> dict[str, Norm]:
-    """Read ``{"<column>": {"mean": m, "std": s}}`` and check it covers ``needed``."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConvertError(f"norm {path}: file not found") from exc
-    except (OSError, ValueError) as exc:
-        raise ConvertError(f"norm {path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConvertError(f'norm {path}: expected {{"<column>": {{"mean": m, "std": s}}}}')
-    norm = {}
-    for name in needed:
-        entry = data.get(name)
-        if not isinstance(entry, dict):
-            raise ConvertError(f"norm {path}: no entry for column {name!r}")
-        try:
-            mean, std = float(entry["mean"]), float(entry["std"])
-        except (KeyError, TypeError, ValueError):
-            raise ConvertError(f"norm {path}: {name} needs numeric mean and std") from None
-        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-            raise ConvertError(f"norm {path}: {name} needs a finite mean and a std > 0")
-        norm[name] = Norm(mean=mean, std=std)
-    return norm
 
 
 def load_calibration(
@@ -215,3 +188,11 @@ def _thin(windows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(windows)
     idx = np.linspace(0, len(windows) - 1, MAX_WINDOWS).round().astype(int)
     return np.ascontiguousarray(windows[idx])
+
+
+def parse_time_features(text: str) -> dict[str, str]:
+    """``--time-features "Day sin=day_sin,..."``: model feature name -> computed kind.
+
+    STUB (helper H5 implements it).
+    """
+    return {}

@@ -19,7 +19,6 @@ from sensorcast.convert.calibrate import (
     Calibration,
     load_calibration,
     read_csv,
-    read_norm,
     synthetic_windows,
 )
 from sensorcast.convert.candidates import (
@@ -30,6 +29,7 @@ from sensorcast.convert.candidates import (
     with_tensor_quant,
 )
 from sensorcast.convert.load import KNOWN_LAYERS, ModelShape, file_sha256, load_source
+from sensorcast.convert.norm import read_norm
 from sensorcast.convert.quantize import MODES
 from sensorcast.convert.report import DEFAULT_MAX_ERROR_FRACTION, Candidate, Report, choose
 from sensorcast.convert.verify import reference_forecast

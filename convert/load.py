@@ -239,3 +239,8 @@ def _shape(in_shape: tuple[Any, ...], out_shape: tuple[Any, ...], path: Path) ->
     return ModelShape(
         window=in_shape[1], n_features=in_shape[2], horizon=horizon, n_targets=targets
     )
+
+
+def import_user_code(specs: list[str]) -> None:
+    """``--import MODULE_OR_FILE``: import the user's code (custom layers, subclassed models)
+    before loading, so Keras knows their classes. STUB (helper H4 implements it)."""

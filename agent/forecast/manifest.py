@@ -11,12 +11,28 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from sensorcast.agent.errors import ModelError
+from sensorcast.agent.forecast.fields import (
+    MEASURE_MAX,
+    RECURRENCES,
+    Table,
+    computed,
+    measure,
+    names,
+    number,
+    obj,
+    ops,
+    optional,
+    recurrence,
+    show,
+    table,
+    verified_range,
+    want,
+)
 from sensorcast.agent.forecast.tflite import (
     DEFAULT_MAX_BUNDLE_BYTES,
     min_runtime_version,
@@ -27,10 +43,12 @@ from sensorcast.agent.forecast.tflite import (
 __all__ = [
     "DEFAULT_MAX_BUNDLE_BYTES",
     "METADATA_NAME",
+    "RECURRENCES",
     "Accuracy",
     "Bundle",
     "Manifest",
     "Norm",
+    "TargetError",
     "TensorQuant",
     "min_runtime_version",
     "read_bundle",
@@ -41,6 +59,8 @@ __all__ = [
 METADATA_NAME = "sensorcast.manifest"
 FORMAT_VERSION = 1
 QUANT_MODES = ("float32", "float16", "dynamic", "int8")
+#: Naive baselines the converter measures a bundle against (``accuracy.baselines``).
+BASELINES = ("last_value", "seasonal")
 
 # Bounds on manifest numbers. Anything outside is a damaged or hostile bundle, refused when it
 # is read, before a number can reach the hot path (period_s = 1e-300 made the window's slot
@@ -49,8 +69,6 @@ QUANT_MODES = ("float32", "float16", "dynamic", "int8")
 PERIOD_S_MIN, PERIOD_S_MAX = 1e-3, 366 * 86400.0
 #: Window and horizon, steps.
 MAX_STEPS = 100_000
-#: Input features and targets, each.
-MAX_COLUMNS = 1_000
 #: Windows per batched call.
 MAX_BATCH = 4_096
 #: Normalization, in the column's units: ``|mean| <= NORM_LIMIT`` and
@@ -58,8 +76,6 @@ MAX_BATCH = 4_096
 NORM_LIMIT = 1e12
 #: Scale of an int8 tensor: ``1 / QUANT_SCALE_LIMIT .. QUANT_SCALE_LIMIT``.
 QUANT_SCALE_LIMIT = 1e9
-#: Accuracy figures (target units) and latency (ms): finite, ``0 .. MEASURE_MAX``.
-MEASURE_MAX = 1e30
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,19 @@ class TensorQuant:
 
 
 @dataclass(frozen=True)
+class TargetError:
+    """One target's error against the Keras model, in that target's own units."""
+
+    std: float  #: The target's std in the data: what its errors are judged against.
+    mae: float  #: On the held-out windows.
+    max_abs: float  #: On the held-out windows.
+    max_abs_all: float = 0.0  #: On every window (calibration and held-out).
+    #: On windows beyond the calibration data's range (shifted and scaled by 1 and 2 std).
+    out_of_range_mae: float = 0.0
+    out_of_range_max_abs: float = 0.0
+
+
+@dataclass(frozen=True)
 class Accuracy:
     """Error of the converted model against the Keras model, in target units."""
 
@@ -91,10 +120,25 @@ class Accuracy:
     windows: int
     data: str  # "calibration" (user's held-out windows) or "synthetic"
     target_std: float = 0.0  #: The targets' std the errors were judged against.
-    #: The model's own forecast error against what actually happened in the held-out
+    #: The bundle's own forecast error against what actually happened in the held-out
     #: calibration data: MAE per step (rows) and target (columns), target units; empty
     #: when the data could not tell (no calibration CSV, or too short for the horizon).
-    forecast_mae: tuple[tuple[float, ...], ...] = ()
+    forecast_mae: Table = ()
+    max_abs_all: float = 0.0  #: Largest error against Keras over every window, not only held-out.
+    #: Error against Keras on windows beyond the calibration range (all targets).
+    out_of_range_mae: float = 0.0
+    out_of_range_max_abs: float = 0.0
+    #: Each target's errors in its own units, by target name.
+    per_target: dict[str, TargetError] = field(default_factory=dict)
+    #: The Keras model's forecast error on the same windows, like ``forecast_mae``.
+    keras_forecast_mae: Table = ()
+    #: Naive baselines' forecast error on the same windows, like ``forecast_mae``, by name
+    #: (``last_value``; ``seasonal``: the value one season earlier).
+    baselines: dict[str, Table] = field(default_factory=dict)
+    season: int = 0  #: Steps in the season of the ``seasonal`` baseline (0: not measured).
+    #: ``1 - bundle MAE / best baseline MAE`` over every step and target (None: not measured);
+    #: below 0 the bundle loses to a naive baseline.
+    skill: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +163,23 @@ class Manifest:
     latency_ms: float = 0.0  #: Mean forecast time measured by the converter, on its host.
     batch: int = 1  #: Windows per call of the ``forecast_batch`` signature (1: none).
     selection: str = ""  #: Why this quantization mode was chosen.
+    #: The input range each feature was verified on, reading units: ``(low, high)`` by feature
+    #: name (computed features are not listed). A window outside it is forecast but marked
+    #: ``out_of_range``.
+    verified_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Inputs the agent computes itself, by feature name: a kind of
+    #: :data:`~sensorcast.agent.forecast.timefeatures.TIME_KINDS`.
+    computed: dict[str, str] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)  #: TFLite op histogram, by op name.
+    recurrence: str = ""  #: One of :data:`RECURRENCES`.
+    #: Written with ``--force`` past the converter's sanity bound; ``warnings`` say why.
+    forced: bool = False
     format: int = FORMAT_VERSION
+
+    @property
+    def sensor_features(self) -> tuple[str, ...]:
+        """The features a source must provide: every feature not computed."""
+        return tuple(f for f in self.features if f not in self.computed)
 
     def to_json(self) -> str:
         """Serialize to canonical JSON (sorted keys)."""
@@ -141,77 +201,19 @@ class Manifest:
         return _manifest_from_dict(data)
 
 
-def _show(value: Any) -> str:
-    """A value for an error message: short, whatever the manifest put there."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
-
-
-def _want(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
-    if key not in data:
-        raise ModelError(f"manifest field {where}{key} is missing")
-    value = data[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:  # an integer beyond any double: finite in JSON, not as a float
-            raise ModelError(
-                f"manifest field {where}{key} = {_show(data[key])} is out of range"
-            ) from None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ModelError(f"manifest field {where}{key} = {_show(value)} must be {kind.__name__}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ModelError(f"manifest field {where}{key} = {_show(value)} must be finite")
-    return value
-
-
-def _number(
-    data: dict[str, Any], key: str, kind: type, low: float, high: float, where: str = ""
-) -> Any:
-    """``data[key]``, an int or finite float within ``low .. high`` (inclusive)."""
-    value = _want(data, key, kind, where)
-    if not low <= value <= high:
-        unit = " s" if key.endswith("_s") else " ms" if key.endswith("_ms") else ""
-        raise ModelError(
-            f"manifest field {where}{key} = {_show(value)} is out of range "
-            f"({low:.15g} .. {high:.15g}{unit})"
-        )
-    return value
-
-
-def _optional(
-    data: dict[str, Any], key: str, kind: type, default: Any, low: float, high: float, where: str
-) -> Any:
-    """Like :func:`_number` for a field older bundles may lack (absent or null: default)."""
-    if data.get(key) is None:
-        return default
-    return _number(data, key, kind, low, high, where)
-
-
-def _names(data: dict[str, Any], key: str) -> tuple[str, ...]:
-    raw = _want(data, key, list)
-    if not raw or not all(isinstance(n, str) and n for n in raw):
-        raise ModelError(f"manifest field {key} must be a non-empty list of names")
-    if len(raw) > MAX_COLUMNS:
-        raise ModelError(f"manifest field {key} has {len(raw)} names, more than {MAX_COLUMNS}")
-    if len(set(raw)) != len(raw):
-        raise ModelError(f"manifest field {key} has duplicate names")
-    return tuple(raw)
-
-
 def _tensor_quant(data: dict[str, Any], key: str) -> TensorQuant:
     raw = data.get(key) or {}
     if not isinstance(raw, dict):
         raise ModelError(f"manifest field {key} must be an object")
     dtype = raw.get("dtype", "float32")
     if dtype not in ("float32", "int8"):
-        raise ModelError(f"manifest field {key}.dtype must be float32 or int8, not {_show(dtype)}")
+        raise ModelError(f"manifest field {key}.dtype must be float32 or int8, not {show(dtype)}")
     where = f"{key}."
     if dtype == "int8":  # real = (q - zero_point) * scale: the scale divides and multiplies
-        scale = _number(raw, "scale", float, 1 / QUANT_SCALE_LIMIT, QUANT_SCALE_LIMIT, where)
+        scale = number(raw, "scale", float, 1 / QUANT_SCALE_LIMIT, QUANT_SCALE_LIMIT, where)
     else:  # unused for a float tensor, but still a number
-        scale = _optional(raw, "scale", float, 0.0, 0.0, QUANT_SCALE_LIMIT, where)
-    zero_point = _optional(raw, "zero_point", int, 0, -128, 127, where)
+        scale = optional(raw, "scale", float, 0.0, 0.0, QUANT_SCALE_LIMIT, where)
+    zero_point = optional(raw, "zero_point", int, 0, -128, 127, where)
     return TensorQuant(dtype=dtype, scale=scale, zero_point=zero_point)
 
 
@@ -219,23 +221,61 @@ def _norm(name: str, entry: Any) -> Norm:
     where = f"normalization.{name}."
     if not isinstance(entry, dict):
         raise ModelError(f"manifest field normalization.{name} must be an object")
-    mean = _number(entry, "mean", float, -NORM_LIMIT, NORM_LIMIT, where)
-    std = _want(entry, "std", float, where)
+    mean = number(entry, "mean", float, -NORM_LIMIT, NORM_LIMIT, where)
+    std = want(entry, "std", float, where)
     if std <= 0:
-        raise ModelError(f"manifest field {where}std = {_show(std)} must be > 0")
-    std = _number(entry, "std", float, 1 / NORM_LIMIT, NORM_LIMIT, where)
+        raise ModelError(f"manifest field {where}std = {show(std)} must be > 0")
+    std = number(entry, "std", float, 1 / NORM_LIMIT, NORM_LIMIT, where)
     return Norm(mean=mean, std=std)
 
 
-def _accuracy(raw: dict[str, Any], horizon: int, targets: int) -> Accuracy:
+def _target_error(name: str, entry: Any) -> TargetError:
+    where = f"accuracy.per_target.{name}."
+    if not isinstance(entry, dict):
+        raise ModelError(f"manifest field accuracy.per_target.{name} must be an object")
+    return TargetError(
+        std=measure(entry, "std", where),
+        mae=measure(entry, "mae", where),
+        max_abs=measure(entry, "max_abs", where),
+        max_abs_all=measure(entry, "max_abs_all", where),
+        out_of_range_mae=measure(entry, "out_of_range_mae", where),
+        out_of_range_max_abs=measure(entry, "out_of_range_max_abs", where),
+    )
+
+
+def _accuracy(raw: dict[str, Any], horizon: int, targets: tuple[str, ...]) -> Accuracy:
     where = "accuracy."
+    per_target = {
+        str(k): _target_error(str(k), v) for k, v in obj(raw, "per_target", where).items()
+    }
+    unknown = [k for k in per_target if k not in targets]
+    if unknown:
+        raise ModelError(f"manifest accuracy.per_target names {unknown[0]!r}, not a target")
+    baselines = {}
+    for name, rows in obj(raw, "baselines", where).items():
+        if name not in BASELINES:
+            raise ModelError(
+                f"manifest accuracy.baselines.{name}: not one of {', '.join(BASELINES)}"
+            )
+        baselines[name] = table(rows, horizon, len(targets), f"baselines.{name}")
+    skill = raw.get("skill")
     return Accuracy(
-        mae=_number(raw, "mae", float, 0.0, MEASURE_MAX, where),
-        max_abs=_number(raw, "max_abs", float, 0.0, MEASURE_MAX, where),
-        windows=_number(raw, "windows", int, 0, 2**53, where),
+        mae=number(raw, "mae", float, 0.0, MEASURE_MAX, where),
+        max_abs=number(raw, "max_abs", float, 0.0, MEASURE_MAX, where),
+        windows=number(raw, "windows", int, 0, 2**53, where),
         data=str(raw.get("data", "")),
-        target_std=_optional(raw, "target_std", float, 0.0, 0.0, MEASURE_MAX, where),
-        forecast_mae=_forecast_mae(raw.get("forecast_mae"), horizon, targets),
+        target_std=measure(raw, "target_std", where),
+        forecast_mae=table(raw.get("forecast_mae"), horizon, len(targets), "forecast_mae"),
+        max_abs_all=measure(raw, "max_abs_all", where),
+        out_of_range_mae=measure(raw, "out_of_range_mae", where),
+        out_of_range_max_abs=measure(raw, "out_of_range_max_abs", where),
+        per_target=per_target,
+        keras_forecast_mae=table(
+            raw.get("keras_forecast_mae"), horizon, len(targets), "keras_forecast_mae"
+        ),
+        baselines=baselines,
+        season=optional(raw, "season", int, 0, 0, MAX_STEPS, where),
+        skill=None if skill is None else number(raw, "skill", float, -MEASURE_MAX, 1.0, where),
     )
 
 
@@ -243,21 +283,21 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
     fmt = data.get("format", FORMAT_VERSION)
     if type(fmt) is not int or fmt != FORMAT_VERSION:  # type(): true == 1 in Python
         raise ModelError(
-            f"manifest format {_show(fmt)} is not supported by this agent "
+            f"manifest format {show(fmt)} is not supported by this agent "
             f"(wants {FORMAT_VERSION}); upgrade sensorcast or reconvert the model"
         )
-    window = _number(data, "window", int, 1, MAX_STEPS)
-    horizon = _number(data, "horizon", int, 1, MAX_STEPS)
-    period = _want(data, "period_s", float)
+    window = number(data, "window", int, 1, MAX_STEPS)
+    horizon = number(data, "horizon", int, 1, MAX_STEPS)
+    period = want(data, "period_s", float)
     if period <= 0:
-        raise ModelError(f"manifest field period_s = {_show(period)} must be positive")
-    period = _number(data, "period_s", float, PERIOD_S_MIN, PERIOD_S_MAX)
-    features = _names(data, "features")
-    targets = _names(data, "targets")
-    quant = _want(data, "quantization", str)
+        raise ModelError(f"manifest field period_s = {show(period)} must be positive")
+    period = number(data, "period_s", float, PERIOD_S_MIN, PERIOD_S_MAX)
+    features = names(data, "features")
+    targets = names(data, "targets")
+    quant = want(data, "quantization", str)
     if quant not in QUANT_MODES:
         raise ModelError(
-            f"manifest quantization {_show(quant)} is not one of {', '.join(QUANT_MODES)}"
+            f"manifest quantization {show(quant)} is not one of {', '.join(QUANT_MODES)}"
         )
     norm_raw = data.get("normalization") or {}
     if not isinstance(norm_raw, dict):
@@ -268,7 +308,7 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
         if missing:
             raise ModelError(f"manifest normalization has no entry for {', '.join(missing)}")
     acc_raw = data.get("accuracy")
-    accuracy = _accuracy(acc_raw, horizon, len(targets)) if isinstance(acc_raw, dict) else None
+    accuracy = _accuracy(acc_raw, horizon, targets) if isinstance(acc_raw, dict) else None
     versions = data.get("versions") or {}
     warnings = data.get("warnings") or []
     return Manifest(
@@ -291,9 +331,14 @@ def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
         warnings=tuple(w for w in warnings if isinstance(w, str))
         if isinstance(warnings, list)
         else (),
-        latency_ms=_optional(data, "latency_ms", float, 0.0, 0.0, MEASURE_MAX, ""),
-        batch=_optional(data, "batch", int, 1, 1, MAX_BATCH, ""),
+        latency_ms=optional(data, "latency_ms", float, 0.0, 0.0, MEASURE_MAX, ""),
+        batch=optional(data, "batch", int, 1, 1, MAX_BATCH, ""),
         selection=str(data.get("selection", "")),
+        verified_range=verified_range(data, features),
+        computed=computed(data, features),
+        ops=ops(data),
+        recurrence=recurrence(data),
+        forced=data.get("forced") is True,
         format=fmt,
     )
 
@@ -304,26 +349,6 @@ def read_manifest_bytes(model: bytes) -> Optional[bytes]:
     Raises :class:`ModelError` if the bytes are not a TFLite model.
     """
     return read_metadata(model, METADATA_NAME)
-
-
-def _forecast_mae(raw: Any, horizon: int, targets: int) -> tuple[tuple[float, ...], ...]:
-    """``accuracy.forecast_mae``: ``horizon`` rows of ``targets`` finite numbers, or empty."""
-    if raw is None or raw == []:
-        return ()
-    try:
-        rows = tuple(tuple(float(v) for v in row) for row in raw)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ModelError(f"manifest accuracy.forecast_mae: not a table of numbers ({exc})") from exc
-    if len(rows) != horizon or any(len(r) != targets for r in rows):
-        raise ModelError(
-            f"manifest accuracy.forecast_mae: want {horizon} steps x {targets} targets"
-        )
-    bad = next((v for r in rows for v in r if not (0 <= v <= MEASURE_MAX)), None)
-    if bad is not None:  # nan fails every comparison, so it lands here too
-        raise ModelError(
-            f"manifest accuracy.forecast_mae: {_show(bad)} is out of range (0 .. {MEASURE_MAX:g})"
-        )
-    return rows
 
 
 @dataclass(frozen=True)
