@@ -6,6 +6,12 @@ moves, :meth:`Pipeline.forecast_due` after both. A forecast goes into the outbox
 its stream's :class:`~sensorcast.agent.publish.payload.ForecastPublisher`; sending it is
 the sender's business, not this module's. Nothing here blocks, takes a lock, or allocates
 per reading beyond what the window does.
+
+A forecast made from a window with a value outside the range its bundle was verified on
+(``manifest.verified_range``) is still published, marked ``"out_of_range": true``, and
+counted: the stream's ``forecasts_out_of_range`` and its quality tracker's. One check per
+forecast, on the window the sensors gave (a rollout's own predictions are not inputs
+the range speaks of); the range is the running forecaster's, so it follows model reloads.
 """
 
 from __future__ import annotations
@@ -122,48 +128,70 @@ class Pipeline:
                 self._forecast_batch(group)
 
     def _forecast_batch(self, group: list[Stream]) -> None:
+        windows = [s.window.view() for s in group]
         started = time.perf_counter()
         try:
-            values = group[0].forecaster.predict_batch([s.window.view() for s in group])
+            values = group[0].forecaster.predict_batch(windows)
+            each = (time.perf_counter() - started) / len(group)
+            beyond = [s.forecaster.out_of_range(w) for s, w in zip(group, windows)]
         except Exception as exc:  # see forecast
             self._failed(group, exc, "batched forecast")
             return
-        each = (time.perf_counter() - started) / len(group)
-        for stream, forecast in zip(group, values):
+        for stream, forecast, out_of_range in zip(group, values, beyond):
             stream.latency.observe(each)
-            self._publish(stream, forecast)
+            self._publish(stream, forecast, out_of_range)
             stream.batched += 1
 
     def forecast(self, stream: Stream) -> None:
         """Forecast the stream's window now and queue the forecast in the outbox."""
+        window = stream.window.view()
         started = time.perf_counter()
         try:
-            values = stream.predict(stream.window.view())
+            values = stream.predict(window)
+            took = time.perf_counter() - started  # the model's time, not the range check's
+            out_of_range = stream.forecaster.out_of_range(window)
         except Exception as exc:  # one stream's broken model must not stop the agent
             self._failed([stream], exc, "forecast")
             return
-        stream.latency.observe(time.perf_counter() - started)
-        self._publish(stream, values)
+        stream.latency.observe(took)
+        self._publish(stream, values, out_of_range)
 
-    def _publish(self, stream: Stream, values: np.ndarray) -> None:
+    def _publish(self, stream: Stream, values: np.ndarray, out_of_range: bool) -> None:
         window = stream.window
         assert window.closed_through is not None and stream.publisher is not None
         window_end = window.closed_through * window.period_s
-        stream.publisher.publish(stream.bundle.label, window_end, values)
-        self._track_quality(stream, values)
+        stream.publisher.publish(stream.bundle.label, window_end, values, out_of_range)
+        self._track_quality(stream, values, out_of_range)
         stream.forecasts += 1
+        stream.forecasts_out_of_range += out_of_range
+        if out_of_range != stream.out_of_range_now:
+            self._range_changed(stream, out_of_range)
         stream.last_forecast = window_end
         stream.due = False
         stream.trial = False  # it forecast: the update stays
 
-    def _track_quality(self, stream: Stream, values: np.ndarray) -> None:
+    def _range_changed(self, stream: Stream, out_of_range: bool) -> None:
+        """Say (rate-limited) when a stream's windows leave the verified range; the details
+        are worked out only then, not per forecast."""
+        stream.out_of_range_now = out_of_range
+        if out_of_range:
+            self._log.warning(
+                f"{stream.name}:out_of_range",
+                "stream %s: window outside the range model %s was verified on (%s): its "
+                "forecasts are published marked out_of_range",
+                stream.name,
+                stream.bundle.label,
+                stream.forecaster.range_report(stream.window.view()),
+            )
+
+    def _track_quality(self, stream: Stream, values: np.ndarray, out_of_range: bool) -> None:
         """Residuals for earlier forecasts from the period just closed; judge drift."""
         tracker, window = stream.quality, stream.window
         if tracker is None or window.closed_through is None:
             return
         slot = window.closed_through
         tracker.actual(slot, window.view()[-1])
-        tracker.forecast(slot, values)
+        tracker.forecast(slot, values, out_of_range)
         mono = time.monotonic()
         if mono - stream.quality_judged < QUALITY_JUDGE_S:
             return  # drift is a matter of hours: judging it costs more than a forecast

@@ -2,10 +2,12 @@
 
 For every stream and target, two sensors: the next step and the end of the horizon, read
 from the stream's forecast topic with a ``value_template``; the forecast's other fields are
-attributes. They belong to one device (the agent), use the agent's retained availability
-topic, and expire (show as unavailable) when no forecast came for a few periods. Configs are
-published retained to ``<discovery prefix>/sensor/<node>/<object>/config`` after every
-connect and whenever Home Assistant announces itself ``online`` on its status topic.
+attributes (``out_of_range`` among them: true when the window was outside the range the
+model was verified on). They belong to one device (the agent), use the agent's retained
+availability topic, and expire (show as unavailable) when no forecast came for a few
+periods. Configs are published retained to
+``<discovery prefix>/sensor/<node>/<object>/config`` after every connect and whenever Home
+Assistant announces itself ``online`` on its status topic.
 See https://www.home-assistant.io/integrations/sensor.mqtt/ and .../mqtt/#mqtt-discovery.
 """
 
@@ -88,7 +90,9 @@ def discovery_messages(
                     "json_attributes_template": (
                         "{{ {'model': value_json.model, 'window_end': value_json.window_end, "
                         f"'at': value_json.steps[{step}], 'steps': value_json.steps, "
-                        f"'values': value_json['values'] | map(attribute={j}) | list}} "
+                        f"'values': value_json['values'] | map(attribute={j}) | list, "
+                        # get: a retained forecast from an agent before out_of_range existed
+                        "'out_of_range': value_json.get('out_of_range', false)} "
                         "| tojson }}"
                     ),
                     "state_class": "measurement",

@@ -42,8 +42,10 @@ from sensorcast.agent.forecast.tflite import (
 
 __all__ = [
     "DEFAULT_MAX_BUNDLE_BYTES",
+    "FORMAT_VERSION",
     "METADATA_NAME",
     "RECURRENCES",
+    "STATEFUL_FORMAT",
     "Accuracy",
     "Bundle",
     "Manifest",
@@ -58,6 +60,11 @@ __all__ = [
 
 METADATA_NAME = "sensorcast.manifest"
 FORMAT_VERSION = 1
+#: Format 2: the model holds state between invoke() calls (a fused LSTM op keeps it in
+#: variable tensors), so it must be reset before each forecast. Agents that only know format
+#: 1 refuse it instead of forecasting each window from the last one's state.
+STATEFUL_FORMAT = 2
+SUPPORTED_FORMATS = (FORMAT_VERSION, STATEFUL_FORMAT)
 QUANT_MODES = ("float32", "float16", "dynamic", "int8")
 #: Naive baselines the converter measures a bundle against (``accuracy.baselines``).
 BASELINES = ("last_value", "seasonal")
@@ -281,10 +288,11 @@ def _accuracy(raw: dict[str, Any], horizon: int, targets: tuple[str, ...]) -> Ac
 
 def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
     fmt = data.get("format", FORMAT_VERSION)
-    if type(fmt) is not int or fmt != FORMAT_VERSION:  # type(): true == 1 in Python
+    if type(fmt) is not int or fmt not in SUPPORTED_FORMATS:  # type(): true == 1 in Python
         raise ModelError(
             f"manifest format {show(fmt)} is not supported by this agent "
-            f"(wants {FORMAT_VERSION}); upgrade sensorcast or reconvert the model"
+            f"(knows {', '.join(map(str, SUPPORTED_FORMATS))}); upgrade sensorcast or "
+            "reconvert the model"
         )
     window = number(data, "window", int, 1, MAX_STEPS)
     horizon = number(data, "horizon", int, 1, MAX_STEPS)

@@ -40,23 +40,30 @@ class ForecastPublisher:
         self._id = f"{device}/{stream}/"
         self._offsets: Optional[np.ndarray] = None  # (i + 1) * period_s, per horizon step
 
-    def publish(self, model: str, window_end: float, values: np.ndarray) -> int:
+    def publish(
+        self, model: str, window_end: float, values: np.ndarray, out_of_range: bool = False
+    ) -> int:
         """Queue a ``(horizon, targets)`` forecast for the window ending at ``window_end``.
 
         ``window_end`` is the start time (Unix s) of the window's newest period;
         step ``i`` (from 0) is the period starting ``(i + 1) * period_s`` later.
         The message's ``id`` is stable (device, stream, window end) so consumers
-        can drop the duplicates QoS 1 may deliver. Returns the outbox id.
+        can drop the duplicates QoS 1 may deliver. ``out_of_range``: the window had a
+        value outside the range the model was verified on. Returns the outbox id.
         """
-        payload = self.payload(model, window_end, values)
+        payload = self.payload(model, window_end, values, out_of_range)
         self.seq += 1
         return self.outbox.put(self.topic, payload, self._qos, self._retain)
 
-    def payload(self, model: str, window_end: float, values: np.ndarray) -> bytes:
+    def payload(
+        self, model: str, window_end: float, values: np.ndarray, out_of_range: bool = False
+    ) -> bytes:
         """The JSON message (compact, keys in a fixed order) for one forecast.
 
-        Numbers are the shortest text that reads back as the same float; a non-finite
-        forecast value (a broken model) is ``null``, which every JSON parser reads.
+        Every key is always there (``"out_of_range": false`` too): consumers and Home
+        Assistant's templates read one shape. Numbers are the shortest text that reads back
+        as the same float; a non-finite forecast value (a broken model) is ``null``, which
+        every JSON parser reads.
         """
         offsets = self._offsets
         if offsets is None or len(offsets) != values.shape[0]:
@@ -66,6 +73,7 @@ class ForecastPublisher:
             "device": self._device,
             "stream": self._stream,
             "model": model,
+            "out_of_range": out_of_range,
             "seq": self.seq,
             "window_end": window_end,
             "period_s": self._period,

@@ -150,6 +150,11 @@ def serve_prometheus(get: Callable[[], dict[str, Any]], address: str, port: int)
                 "sensorcast_readings_rejected", "Readings rejected", labels=["stream", "reason"]
             )
             forecasts = CounterMetricFamily("sensorcast_forecasts", "Forecasts made", labels=s)
+            beyond = CounterMetricFamily(
+                "sensorcast_forecasts_out_of_range",
+                "Forecasts made from a window outside the model's verified range",
+                labels=s,
+            )
             last = GaugeMetricFamily(
                 "sensorcast_last_forecast_timestamp_seconds", "Window end of the latest", labels=s
             )
@@ -168,6 +173,7 @@ def serve_prometheus(get: Callable[[], dict[str, Any]], address: str, port: int)
                 for reason, n in st["rejected"].items():
                     rejected.add_metric([name, reason], n)
                 forecasts.add_metric([name], st["forecasts"])
+                beyond.add_metric([name], st["forecasts_out_of_range"])
                 if st["last_forecast"] is not None:
                     last.add_metric([name], st["last_forecast"])
                 model.add_metric([name], {"model": st["model"], "quantization": st["quantization"]})
@@ -176,7 +182,7 @@ def serve_prometheus(get: Callable[[], dict[str, Any]], address: str, port: int)
                 drift.add_metric([name], 1.0 if st["drift"] else 0.0)
                 lat = st["latency"]
                 latency.add_metric([name], lat["buckets"], sum_value=lat["sum_s"])
-            yield from (accepted, rejected, forecasts, last, model, ratio, drift, latency)
+            yield from (accepted, rejected, forecasts, beyond, last, model, ratio, drift, latency)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())

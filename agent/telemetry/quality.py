@@ -7,6 +7,10 @@ buffer per step. The rolling MAE per step is compared with the error the bundle'
 promised (``accuracy.forecast_mae``, measured by the converter on held-out data); when it
 stays above ``drift_factor`` times the promise for ``drift_after_s``, the stream is flagged
 as drifting: the model needs retraining before its forecasts mislead anyone.
+
+The report also counts the forecasts made with this model, and how many of them came from
+a window outside the range the bundle was verified on (``forecasts_out_of_range``): its
+error there is what the converter could not promise.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class QualityTracker:
         self._residuals = 0
         self._above_since: Optional[float] = None
         self.drifting = False
+        self.forecasts = 0  #: Forecasts made since this tracker (this model) started.
+        #: Of those, made from a window outside the bundle's verified range.
+        self.forecasts_out_of_range = 0
 
     @property
     def residuals(self) -> int:
@@ -70,8 +77,11 @@ class QualityTracker:
         self._score()
         return self._residuals
 
-    def forecast(self, slot: int, values: np.ndarray) -> None:
-        """A forecast made when the window's newest closed period was ``slot``."""
+    def forecast(self, slot: int, values: np.ndarray, out_of_range: bool = False) -> None:
+        """A forecast made when the window's newest closed period was ``slot``;
+        ``out_of_range``: from a window outside the bundle's verified range."""
+        self.forecasts += 1
+        self.forecasts_out_of_range += out_of_range
         if self._n == self._cap:
             self._score()
             if self._n == self._cap:  # no actuals came: the oldest forecasts can never score
@@ -209,6 +219,8 @@ class QualityTracker:
             "model": model,
             "time": now,
             "residuals": self.residuals,
+            "forecasts": self.forecasts,
+            "forecasts_out_of_range": self.forecasts_out_of_range,
             "samples_by_step": self._counts().tolist(),
             "mae_by_step": [[_num(v) for v in row] for row in mae],
             "promised_mae_by_step": self.promised.tolist() if self.promised is not None else None,

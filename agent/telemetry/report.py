@@ -189,11 +189,13 @@ def log_summary(
     for s in streams:
         c = s.counters()
         logger.info(
-            "stream %s: %d readings accepted, rejected %s, %d forecasts (%d batched), %d gaps",
+            "stream %s: %d readings accepted, rejected %s, %d forecasts (%d batched, %d out of "
+            "the model's verified range), %d gaps",
             s.name,
             c["accepted"],
             c["rejected"] or "none",
             c["forecasts"],
             c["batched"],
+            c["forecasts_out_of_range"],
             c["gaps"],
         )

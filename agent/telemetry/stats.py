@@ -56,13 +56,18 @@ class StreamStats:
         self.rejected: dict[str, int] = {}  #: Readings the window refused, by reason.
         self.forecasts = 0  #: Forecasts made (and queued in the outbox).
         self.batched = 0  #: Of those, made in one call with other streams' windows.
+        #: Of those, made from a window outside the bundle's verified range (marked
+        #: ``out_of_range``; not the readings ``rejected`` as ``out_of_range``).
+        self.forecasts_out_of_range = 0
+        self.out_of_range_now = False  #: The latest forecast was marked ``out_of_range``.
         self.errors = 0  #: Exceptions from the model or window, each losing a forecast or reading.
         self.latency = LatencyHistogram()  #: Seconds per forecast call.
         self.last_forecast: Optional[float] = None  #: Window end of the latest forecast (Unix s).
 
     def as_dict(self, gaps: int, source_rejected: Iterable[Mapping[str, int]]) -> dict[str, Any]:
         """The counters as plain data: ``accepted``, ``rejected`` (by reason, the window's
-        and the sources' own together), ``forecasts``, ``batched``, ``gaps`` and ``errors``.
+        and the sources' own together), ``forecasts``, ``batched``, ``forecasts_out_of_range``,
+        ``gaps`` and ``errors``.
 
         ``source_rejected`` are the stream's sources' counts, which their threads write:
         each is copied before it is read.
@@ -76,6 +81,7 @@ class StreamStats:
             "rejected": rejected,
             "forecasts": self.forecasts,
             "batched": self.batched,
+            "forecasts_out_of_range": self.forecasts_out_of_range,
             "gaps": gaps,
             "errors": self.errors,
         }

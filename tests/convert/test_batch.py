@@ -49,7 +49,9 @@ class Capture:
     def __init__(self) -> None:
         self.sent: list[tuple[float, np.ndarray]] = []
 
-    def publish(self, model: str, window_end: float, values: np.ndarray) -> int:
+    def publish(
+        self, model: str, window_end: float, values: np.ndarray, out_of_range: bool = False
+    ) -> int:
         self.sent.append((window_end, values.copy()))
         return len(self.sent)
 

@@ -121,7 +121,16 @@ def test_plain_shape_turns_numpy_dims_into_ints() -> None:
         ({"features": []}, "features"),
         ({"quantization": "int4"}, "quantization"),
         ({"format": 99}, "format"),
+        ({"format": 3}, r"format 3 is not supported by this agent \(knows 1, 2\)"),
         ({"normalization": {"temperature": {"mean": 1, "std": 0}}}, "std"),
+        ({"verified_range": {"temperature": [30, 10]}}, r"verified_range.temperature = \[30, 10\]"),
+        ({"verified_range": {"temperature": [0, float("nan")]}}, "verified_range.temperature"),
+        ({"verified_range": {"pressure": [0, 1]}}, "'pressure' is not a feature"),
+        ({"computed": {"humidity": "hour_sin"}}, "computed.humidity = 'hour_sin' is not one of"),
+        ({"computed": {"Day sin": "day_sin"}}, "'Day sin' is not a feature"),
+        ({"ops": {"WHILE": -1}}, r"ops.WHILE = -1 is out of range"),
+        ({"ops": {"WHILE": "one"}}, "ops.WHILE = 'one' must be int"),
+        ({"recurrence": "spiral"}, "recurrence = 'spiral' is not one of"),
     ],
 )
 def test_invalid_manifests_name_the_field(
@@ -240,3 +249,41 @@ def test_the_projects_own_bundles_and_periods_are_within_bounds() -> None:
     old = {k: v for k, v in data.items() if k not in ("batch", "latency_ms", "accuracy")}
     m = Manifest.from_json(json.dumps({**old, "input": {"dtype": "float32"}, "warnings": 5}))
     assert (m.batch, m.latency_ms, m.input.scale, m.warnings) == (1, 0.0, 0.0, ())
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("accuracy.per_target", {"pressure": {"mae": 1}}, "per_target names 'pressure'"),
+        ("accuracy.per_target", {"temperature": {"mae": -1}}, "per_target.temperature.mae"),
+        ("accuracy.baselines", {"climatology": []}, "baselines.climatology: not one of"),
+        ("accuracy.baselines", {"last_value": [[1.0]]}, "baselines.last_value: want 12 steps"),
+        ("accuracy.skill", 2.0, "skill = 2.0 is out of range"),
+        ("accuracy.season", -1, "season = -1 is out of range"),
+    ],
+)
+def test_the_accuracy_records_are_checked_too(
+    demo_dir: Path, path: str, value: object, message: str
+) -> None:
+    data = json.loads(read_bundle(demo_dir / "room.tflite").manifest.to_json())
+    _set(data, path, value)
+    with pytest.raises(ModelError, match=message):
+        Manifest.from_json(json.dumps(data))
+
+
+def test_the_new_fields_round_trip_and_a_stateful_bundle_reads(demo_dir: Path) -> None:
+    data = json.loads(read_bundle(demo_dir / "room.tflite").manifest.to_json())
+    data.update(
+        format=2,
+        verified_range={"temperature": [10, 30.5]},
+        computed={},
+        ops={"WHILE": 1, "FULLY_CONNECTED": 3},
+        recurrence="loop",
+        forced=True,
+    )
+    data["accuracy"].update(skill=-0.5, season=288, baselines={"last_value": [[0.1]] * 12})
+    manifest = Manifest.from_json(json.dumps(data))
+    assert manifest.format == 2 and manifest.forced and manifest.recurrence == "loop"
+    assert manifest.verified_range == {"temperature": (10.0, 30.5)}
+    assert manifest.accuracy is not None and manifest.accuracy.skill == -0.5
+    assert Manifest.from_json(manifest.to_json()) == manifest
