@@ -122,7 +122,7 @@ def load_model(
     try:
         bundle = read_bundle(sc.model, max_bytes)
         check_fits(bundle, sc.features, sc.name)
-        _check_inputs(sc, bundle.manifest.features)
+        _check_inputs(sc, bundle.manifest)
         forecaster = Forecaster(bundle, runtime)
         predict = forecaster.predict
         if sc.rollout_steps is not None:
@@ -148,17 +148,31 @@ def build_window(sc: StreamConfig, bundle: Bundle) -> Window:
         close_delay_s=sc.close_delay_s,
         max_future_s=sc.max_future_s,
         min_ts=MIN_TS,
+        computed=[(m.features.index(f), kind) for f, kind in m.computed.items()],
     )
 
 
-def _check_inputs(sc: StreamConfig, features: tuple[str, ...]) -> None:
-    """Every model feature needs a source, and every per-feature input a model feature."""
+def _check_inputs(sc: StreamConfig, m: Manifest) -> None:
+    """Every sensor feature needs a source, every per-feature input a sensor feature; the
+    features computed from time need none (the window computes them)."""
+    features = m.sensor_features
     for source in sc.sources:
+        if source.feature is not None and source.feature in m.computed:
+            raise ModelError(
+                f"stream {sc.name}: {source.where}: feature {source.feature!r} is computed "
+                f"from time ({m.computed[source.feature]}) by the agent; remove this input"
+            )
         if source.feature is not None and source.feature not in features:
             raise ModelError(
                 f"stream {sc.name}: {source.where} names feature {source.feature!r}, but the "
-                f"model's features are {', '.join(features)}"
+                f"model's features are {', '.join(m.features)}"
             )
+    if m.computed and sc.rollout_steps is not None:
+        raise ModelError(
+            f"stream {sc.name}: rollout_steps cannot roll the computed time features "
+            f"({', '.join(m.computed)}) forward; remove rollout_steps, or train a model that "
+            "forecasts every step (--horizon)"
+        )
     if sc.input_topic is not None or any(s.feature is None for s in sc.sources):
         return  # a whole-stream source may carry every feature
     missing = [f for f in features if f not in {s.feature for s in sc.sources}]
@@ -337,11 +351,9 @@ class ModelReloader:
                 stream.bundle.label,
             )
             return
-        if (new.window, new.period_s) != (old.window, old.period_s):
+        if (new.window, new.period_s, new.computed) != (old.window, old.period_s, old.computed):
             stream.window = build_window(stream.cfg, bundle)
-            logger.warning(
-                "stream %s: new model has another window or period: window emptied", name
-            )
+            logger.warning("stream %s: new model's window differs: window emptied", name)
         stream.bundle, stream.forecaster, stream.predict = bundle, forecaster, predict
         equip(stream, self.cfg, self._outbox)
         logger.info("stream %s: model reloaded: now %s", name, bundle.label)

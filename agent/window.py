@@ -17,6 +17,8 @@ Resampling policy (per stream, documented in the README):
   beyond that the window is emptied (a *gap*) instead of inventing data.
 * A reading within 0.01 % of a period before a slot boundary counts for the
   next slot, so float rounding in timestamps cannot shift rows.
+* Features computed from time (a bundle's ``computed`` calendar features) are not read:
+  each row gets them for its slot's start when it is appended, so they are never stale.
 * Readings that are not finite, beyond float32 range (the window and the
   model hold float32: ``1e300`` would become infinity), stamped before
   :data:`MIN_TS` (2000-01-01) or too far in the future, duplicate, out of
@@ -29,9 +31,11 @@ Appending is O(1) and allocation-free: the ring is stored twice over
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
+from sensorcast.agent.forecast.timefeatures import TIME_KINDS, TIME_PERIODS_S
 
 __all__ = [
     "FLOAT32_MAX",
@@ -105,11 +109,14 @@ class Window:
         close_delay_s: Optional[float] = None,
         max_future_s: Optional[float] = None,
         min_ts: Optional[float] = None,
+        computed: Sequence[tuple[int, str]] = (),
     ) -> None:
         if n_features < 1 or length < 1 or not period_s > 0:
             raise ValueError("n_features, length and period_s must be positive")
         if resample not in ("mean", "last"):
             raise ValueError("resample must be 'mean' or 'last'")
+        if not all(0 <= c < n_features and kind in TIME_KINDS for c, kind in computed):
+            raise ValueError(f"computed columns need an index and one of {', '.join(TIME_KINDS)}")
         self.n_features = n_features
         self.length = length
         self.period_s = float(period_s)
@@ -144,6 +151,13 @@ class Window:
         self._last = [math.nan] * n_features
         self._last_slot = [NEVER] * n_features
         self._last_ts = [-math.inf] * n_features
+        #: (column, period in s, sin?) of each feature computed from its slot's start time.
+        self._computed = tuple(
+            (c, TIME_PERIODS_S[kind.partition("_")[0]], kind.endswith("_sin"))
+            for c, kind in computed
+        )
+        for c, _, _ in self._computed:
+            self._last[c] = 0.0  # not NaN: a computed feature is known before any reading
         self._has_nan = True  # some feature's last value is still NaN (never seen)
         self._max_carry = math.floor(self.max_gap_s / self.period_s + 1e-9)
         #: Times the window was emptied because a gap exceeded ``max_gap_s``.
@@ -301,6 +315,8 @@ class Window:
         self._last[:] = vectors["last"].tolist()
         self._last_slot[:] = last_slot.tolist()
         self._last_ts[:] = vectors["last_ts"].tolist()
+        for c, _, _ in self._computed:
+            self._last[c] = 0.0  # refilled for the next row's slot
         self._has_nan = any(math.isnan(v) for v in self._last)
         self._open, self.closed_through = opened, closed
         self.gaps = int(snap.get("gaps", 0))
@@ -338,6 +354,8 @@ class Window:
 
     def _append_carried(self, slot: int) -> int:
         """Append ``_last`` as the row for ``slot`` unless a feature is stale."""
+        if self._computed:
+            self._fill_computed(slot)
         # The oldest feature decides: its age is the largest.
         if self._has_nan or (slot - min(self._last_slot)) * self.period_s > self.max_gap_s + 1e-9:
             if self.filled:
@@ -352,3 +370,17 @@ class Window:
         if self.filled < self.length:
             self.filled += 1
         return 1
+
+    def _fill_computed(self, slot: int) -> None:
+        """Set the computed features for ``slot``, from its start time, fresh as of it.
+
+        Per slot, not per reading: a few ``math`` calls. The formula is
+        :func:`~sensorcast.agent.forecast.timefeatures.time_feature`'s, inlined (it would
+        parse the kind's name on each call).
+        """
+        t = slot * self.period_s
+        last, last_slot = self._last, self._last_slot
+        for c, period, is_sin in self._computed:
+            angle = 2.0 * math.pi * (t / period)
+            last[c] = math.sin(angle) if is_sin else math.cos(angle)
+            last_slot[c] = slot  # a reading for it (a JSON key of that name) is overwritten

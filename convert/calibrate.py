@@ -9,11 +9,13 @@ from typing import Optional
 
 import numpy as np
 from sensorcast.agent.forecast.manifest import Norm
+from sensorcast.agent.forecast.timefeatures import TIME_KINDS, TIME_PERIODS_S, time_features
 from sensorcast.convert import ConvertError
 
 __all__ = [
     "TIME_COLUMNS",
     "Calibration",
+    "computed_columns",
     "load_calibration",
     "parse_time_features",
     "read_csv",
@@ -83,18 +85,29 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray, Optional[np.ndarray]]:
 
 
 def load_calibration(
-    path: Path, features: list[str], targets: list[str], window: int, horizon: int = 0
+    path: Path,
+    features: list[str],
+    targets: list[str],
+    window: int,
+    horizon: int = 0,
+    computed: Optional[dict[str, str]] = None,
 ) -> Calibration:
     """Cut a CSV (or a .npy of windows) into calibration and held-out windows.
 
     The first 80 % of the windows calibrate int8, the last 20 % measure error
-    (with fewer than 10 windows, all are used for both).
+    (with fewer than 10 windows, all are used for both). ``computed`` (feature -> kind of
+    :data:`~sensorcast.agent.forecast.timefeatures.TIME_KINDS`) features need no CSV column:
+    they are computed from each row's timestamp, taken as its slot's start, as the agent
+    computes them (a .npy holds whole windows, computed columns included).
     """
+    computed = computed or {}
     if path.suffix == ".npy":
         windows, target_std = _npy_windows(path, features, targets, window)
         future, period = None, None
     else:
-        windows, target_std, future, period = _csv_windows(path, features, targets, window, horizon)
+        windows, target_std, future, period = _csv_windows(
+            path, features, targets, (window, horizon), computed
+        )
     if not np.isfinite(windows).all():
         raise ConvertError(f"calibration {path}: contains NaN or infinite values; clean them first")
     n = len(windows)
@@ -130,13 +143,18 @@ def _npy_windows(
 
 
 def _csv_windows(
-    path: Path, features: list[str], targets: list[str], window: int, horizon: int
+    path: Path,
+    features: list[str],
+    targets: list[str],
+    shape: tuple[int, int],
+    computed: dict[str, str],
 ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[float]]:
-    """Every window of a CSV's rows; with the targets among its columns, their std (target
-    units) and, for ``horizon`` > 0, what followed each window; the median time step in
-    seconds if it has a time column (else None)."""
+    """Every window (``shape``: window, horizon) of a CSV's rows; with the targets among its
+    columns, their std (target units) and, for horizon > 0, what followed each window; the
+    median time step in seconds if it has a time column (else None)."""
+    window, horizon = shape
     columns, values, stamps = read_csv(path)
-    missing = [f for f in features if f not in columns]
+    missing = [f for f in features if f not in columns and f not in computed]
     if missing:
         raise ConvertError(
             f"calibration {path}: no column {', '.join(missing)} "
@@ -147,7 +165,7 @@ def _csv_windows(
         raise ConvertError(
             f"calibration {path}: {values.shape[0]} rows is fewer than one window of {window}"
         )
-    x = values[:, [columns.index(f) for f in features]]
+    x = computed_columns(f"calibration {path}", features, computed, columns, values, stamps)
     windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=0).transpose(0, 2, 1)
     target_std = future = None
     if all(t in columns for t in targets):
@@ -161,6 +179,43 @@ def _csv_windows(
     return windows, target_std, future, period
 
 
+def computed_columns(
+    where: str,
+    features: list[str],
+    computed: dict[str, str],
+    columns: list[str],
+    values: np.ndarray,
+    stamps: Optional[np.ndarray],
+) -> np.ndarray:
+    """The ``features`` columns of a CSV's ``values`` (rows, columns), each ``computed``
+    feature (feature -> kind) computed from the rows' ``stamps`` (Unix seconds, each row's
+    slot start), as the agent computes it: a CSV column of the same name is not used.
+
+    Raises :class:`ConvertError` (prefixed ``where``) if a computed feature is not a
+    feature, or the CSV has no time column to compute them from.
+    """
+    stray = [name for name in computed if name not in features]
+    if stray:
+        raise ConvertError(
+            f"{where}: computed time feature {', '.join(stray)} is not among the model's "
+            f"features ({', '.join(features)}); list it in --features"
+        )
+    if computed and stamps is None:
+        raise ConvertError(
+            f"{where}: computed time features ({', '.join(computed)}) are computed from each "
+            f"row's time: add a column {TIME_COLUMNS[0]} (Unix seconds, the start of the row's "
+            "period)"
+        )
+    x = np.empty((len(values), len(features)), dtype=np.float64)
+    for i, name in enumerate(features):
+        if name in computed:
+            assert stamps is not None
+            x[:, i] = time_features(computed[name], stamps)
+        else:
+            x[:, i] = values[:, columns.index(name)]
+    return x
+
+
 def _futures(y: np.ndarray, window: int, horizon: int) -> np.ndarray:
     """For the window starting at each row, the next ``horizon`` target rows (NaN past the end)."""
     n = len(y) - window + 1
@@ -171,15 +226,35 @@ def _futures(y: np.ndarray, window: int, horizon: int) -> np.ndarray:
 
 
 def synthetic_windows(
-    window: int, features: list[str], norm: dict[str, Norm], n: int = 64
+    window: int,
+    features: list[str],
+    norm: dict[str, Norm],
+    n: int = 64,
+    computed: Optional[dict[str, str]] = None,
+    period_s: Optional[float] = None,
 ) -> Calibration:
-    """Random windows (standard normal in the model's input units) when no data is given."""
+    """Random windows (standard normal in the model's input units) when no data is given.
+
+    ``computed`` features (feature -> kind) are computed on a time axis instead: each
+    window starts at a random time within 2020-2030 and steps ``period_s`` seconds (needed
+    when there are computed features), so they are what the agent would feed.
+    """
     rng = np.random.default_rng(0)
     z = rng.standard_normal((n, window, len(features)))
     if norm:
         mean = np.array([norm[f].mean for f in features])
         std = np.array([norm[f].std for f in features])
         z = z * std + mean
+    if computed:
+        if period_s is None or not period_s > 0:
+            raise ConvertError(
+                "--period SECONDS is required: computed time features need the sampling "
+                "period to build synthetic windows (or pass --calibration DATA.csv)"
+            )
+        start = rng.uniform(1577836800.0, 1893456000.0, n)  # 2020-01-01 .. 2030-01-01
+        slots = np.floor(start / period_s)[:, None] + np.arange(window)[None, :]
+        for name, kind in computed.items():
+            z[:, :, features.index(name)] = time_features(kind, slots * period_s)
     return Calibration(calibrate=z, evaluate=z, data="synthetic", target_std=None, period_s=None)
 
 
@@ -190,9 +265,37 @@ def _thin(windows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(windows[idx])
 
 
-def parse_time_features(text: str) -> dict[str, str]:
-    """``--time-features "Day sin=day_sin,..."``: model feature name -> computed kind.
+def parse_time_features(text: str, flag: str = "--time-features") -> dict[str, str]:
+    """``--time-features "Day sin=day_sin,Day cos=day_cos"``: model feature name -> kind.
 
-    STUB (helper H5 implements it).
+    Each comma-separated entry is ``NAME=KIND`` (a model input named NAME is computed as
+    KIND), a bare ``KIND`` (``day_sin``: the feature is named after its kind), or a bare
+    cycle (``day``, ``week``, ``year``: its ``_sin`` and ``_cos`` kinds). Raises
+    :class:`ConvertError` naming the entry and listing the kinds.
     """
-    return {}
+    kinds = f"kinds are {', '.join(TIME_KINDS)} (or a cycle: {', '.join(TIME_PERIODS_S)})"
+    out: dict[str, str] = {}
+    for entry in text.split(","):
+        for name, kind in _time_entry(entry.strip()):
+            if name and kind not in TIME_KINDS:
+                raise ConvertError(f"{flag} {entry.strip()!r}: no kind {kind!r}; {kinds}")
+            if not name:
+                raise ConvertError(
+                    f"{flag} {entry.strip()!r}: give NAME=KIND pairs, comma-separated; {kinds}"
+                )
+            if name in out:
+                raise ConvertError(f"{flag}: feature {name!r} is given twice")
+            if kind in out.values():
+                raise ConvertError(f"{flag}: kind {kind} is given twice; {kinds}")
+            out[name] = kind
+    return out
+
+
+def _time_entry(entry: str) -> list[tuple[str, str]]:
+    """One ``--time-features`` entry as (name, kind) pairs (an empty name if malformed)."""
+    if "=" in entry:
+        name, _, kind = entry.partition("=")
+        return [(name.strip(), kind.strip())]
+    if entry in TIME_PERIODS_S:
+        return [(f"{entry}_{fn}", f"{entry}_{fn}") for fn in ("sin", "cos")]
+    return [(entry, entry)] if entry in TIME_KINDS else [("", entry)]

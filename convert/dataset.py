@@ -8,14 +8,14 @@ only (the course material's mistake is computing them on everything).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from sensorcast.agent.forecast.manifest import Norm
 from sensorcast.convert import ConvertError
-from sensorcast.convert.calibrate import read_csv
+from sensorcast.convert.calibrate import computed_columns, read_csv
 
 __all__ = ["Series", "load_series", "windows"]
 
@@ -30,8 +30,10 @@ class Series:
     targets: list[str]
     x: np.ndarray  #: (rows, features)
     y: np.ndarray  #: (rows, targets)
-    stamps: Optional[np.ndarray]
+    stamps: Optional[np.ndarray]  #: Each row's time, Unix seconds (the start of its period).
     bounds: tuple[int, int]  #: Row indices where validation and test begin.
+    #: Features computed from ``stamps`` (feature -> time kind), not read from the CSV.
+    computed: dict[str, str] = field(default_factory=dict)
 
     def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` rows of ``train``, ``val`` or ``test``."""
@@ -40,11 +42,16 @@ class Series:
         return self.x[cut], self.y[cut]
 
     def norm(self) -> dict[str, Norm]:
-        """Mean and std of every column, from the training rows only."""
+        """Mean and std of every column, from the training rows only; computed time
+        features get mean 0 and std 1 (left as they are: already in [-1, 1], and a year's
+        cycle seen over a few weeks of training rows has a std near 0 that would blow the
+        later rows' values up far beyond anything the model trained on)."""
         x, y = self.part("train")
-        out: dict[str, Norm] = {}
+        out: dict[str, Norm] = {name: Norm(mean=0.0, std=1.0) for name in self.computed}
         for names, data in ((self.features, x), (self.targets, y)):
             for i, name in enumerate(names):
+                if name in self.computed:
+                    continue
                 std = float(data[:, i].std())
                 out[name] = Norm(mean=float(data[:, i].mean()), std=std if std > 0 else 1.0)
         return out
@@ -56,10 +63,27 @@ class Series:
         return float(np.median(np.diff(self.stamps)))
 
 
-def load_series(path: Path, features: list[str], targets: list[str], min_rows: int) -> Series:
-    """Read ``path``; every split needs at least ``min_rows`` rows (window + horizon)."""
+def load_series(
+    path: Path,
+    features: list[str],
+    targets: list[str],
+    min_rows: int,
+    computed: Optional[dict[str, str]] = None,
+) -> Series:
+    """Read ``path``; every split needs at least ``min_rows`` rows (window + horizon).
+
+    ``computed`` features (feature -> time kind) are computed from the ts column, as the
+    agent computes them, not read from the CSV.
+    """
+    computed = computed or {}
     columns, values, stamps = read_csv(path)
-    missing = [c for c in (*features, *targets) if c not in columns]
+    forecast_time = [t for t in targets if t in computed]
+    if forecast_time:
+        raise ConvertError(
+            f"target {', '.join(forecast_time)} is a computed time feature: forecast sensor "
+            "columns (--targets)"
+        )
+    missing = [c for c in (*features, *targets) if c not in columns and c not in computed]
     if missing:
         raise ConvertError(
             f"{path}: no column {', '.join(missing)} (it has {', '.join(columns)}); "
@@ -74,9 +98,9 @@ def load_series(path: Path, features: list[str], targets: list[str], min_rows: i
             f"{path}: {n} rows are too few: the 70/20/10 split needs at least {min_rows} rows "
             f"(one window plus the horizon) in each part, so at least {int(min_rows / 0.1) + 1}"
         )
-    x = values[:, [columns.index(f) for f in features]]
+    x = computed_columns(str(path), features, computed, columns, values, stamps)
     y = values[:, [columns.index(t) for t in targets]]
-    return Series(features, targets, x, y, stamps, (a, b))
+    return Series(features, targets, x, y, stamps, (a, b), dict(computed))
 
 
 def windows(

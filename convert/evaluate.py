@@ -15,10 +15,11 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 from sensorcast.convert import ConvertError, run_command
+from sensorcast.convert.calibrate import parse_time_features
 from sensorcast.convert.dataset import Series, load_series
 from sensorcast.convert.train import names
 
@@ -27,6 +28,17 @@ __all__ = ["main"]
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]  #: (n, window, F) raw -> (n, horizon, T) raw
+
+
+class Model(NamedTuple):
+    """A model to evaluate, as a function, and what it takes and gives."""
+
+    predict: Predict
+    features: list[str]
+    targets: list[str]
+    window: int
+    horizon: int
+    computed: dict[str, str]  #: Features computed from the ts column: feature -> time kind.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="input columns (a bundle knows them)")
     p.add_argument("--targets", help="forecast columns (a bundle knows them)")
     p.add_argument("--norm", type=Path, help="normalization JSON (default: MODEL.norm.json)")
+    p.add_argument("--time-features", help="inputs computed from the ts column, as for "
+                   "convert: NAME=KIND,... or day, week, year (a bundle knows them)")  # fmt: skip
     p.add_argument("--season", type=int, help="periods per season for the seasonal baseline "
                    "(default: one day's worth)")  # fmt: skip
     p.add_argument("--period", type=float, help="seconds per row (default: from the data)")
@@ -54,11 +68,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if not args.model.exists():
         raise ConvertError(f"model {args.model}: not found")
-    if args.model.suffix == ".tflite":
-        predict, features, targets, window, horizon = _bundle(args.model)
-    else:
-        predict, features, targets, window, horizon = _keras(args)
-    series = load_series(args.data, features, targets, window + horizon)
+    model = _bundle(args.model) if args.model.suffix == ".tflite" else _keras(args)
+    predict, targets, window, horizon = model.predict, model.targets, model.window, model.horizon
+    series = load_series(args.data, model.features, targets, window + horizon, model.computed)
     period = args.period or series.period_s
     season = args.season or (round(86400 / period) if period else None)
     b = series.bounds[1]
@@ -113,7 +125,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _bundle(path: Path) -> tuple[Predict, list[str], list[str], int, int]:
+def _bundle(path: Path) -> Model:
     from sensorcast.agent.forecast.forecaster import Forecaster
     from sensorcast.agent.forecast.manifest import read_bundle
     from sensorcast.agent.forecast.runtime import load_runtime
@@ -125,25 +137,35 @@ def _bundle(path: Path) -> tuple[Predict, list[str], list[str], int, int]:
     def predict(inputs: np.ndarray) -> np.ndarray:
         return np.stack([forecaster.predict(w).copy() for w in inputs])
 
-    return predict, list(m.features), list(m.targets), m.window, m.horizon
+    return Model(predict, list(m.features), list(m.targets), m.window, m.horizon, m.computed)
 
 
-def _keras(args: argparse.Namespace) -> tuple[Predict, list[str], list[str], int, int]:
+def _keras(args: argparse.Namespace) -> Model:
     from sensorcast.convert.load import load_source
+    from sensorcast.convert.norm import read_norm
 
     if not args.features:
         raise ConvertError("--features is required for a Keras model (a bundle knows them)")
     features = names(args.features, "--features")
     targets = names(args.targets, "--targets") if args.targets else features[:1]
+    computed = parse_time_features(args.time_features) if args.time_features else {}
+    # as train adds them: after the listed features, unless --features places them
+    features += [name for name in computed if name not in features]
     norm_path = args.norm or args.model.with_suffix(".norm.json")
     if not norm_path.exists():
         raise ConvertError(f"no normalization file {norm_path}: pass --norm (train wrote it)")
-    norm = json.loads(norm_path.read_text())
+    norm = read_norm(norm_path, [*features, *targets])
     source = load_source(args.model)
-    f_mean = np.array([norm[f]["mean"] for f in features])
-    f_std = np.array([norm[f]["std"] for f in features])
-    t_mean = np.array([norm[t]["mean"] for t in targets])
-    t_std = np.array([norm[t]["std"] for t in targets])
+    if source.shape.n_features != len(features):
+        raise ConvertError(
+            f"model {args.model} takes {source.shape.n_features} inputs, not the "
+            f"{len(features)} of {', '.join(features)}: give them all with --features "
+            "(and --time-features for those computed from time, as train was given)"
+        )
+    f_mean = np.array([norm[f].mean for f in features])
+    f_std = np.array([norm[f].std for f in features])
+    t_mean = np.array([norm[t].mean for t in targets])
+    t_std = np.array([norm[t].std for t in targets])
     shape = source.shape
 
     def predict(inputs: np.ndarray) -> np.ndarray:
@@ -152,7 +174,7 @@ def _keras(args: argparse.Namespace) -> tuple[Predict, list[str], list[str], int
         out: np.ndarray = y * t_std + t_mean
         return out
 
-    return predict, features, targets, shape.window, shape.horizon
+    return Model(predict, features, targets, shape.window, shape.horizon, computed)
 
 
 def _plot(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 from sensorcast.convert import ConvertError, run_command
+from sensorcast.convert.calibrate import parse_time_features
 from sensorcast.convert.dataset import load_series, windows
 
 __all__ = ["main"]
@@ -35,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, required=True, help="past periods the model sees")
     p.add_argument("--horizon", type=int, required=True, help="future periods it forecasts")
     p.add_argument("--period", type=float, help="seconds per row (default: from the ts column)")
+    p.add_argument("--time-features", metavar="CYCLES", help="add calendar inputs computed "
+                   "from the ts column: day, week, year (comma-separated); each adds "
+                   "<cycle>_sin and <cycle>_cos, which the agent computes too")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, required=True, help="model file (.keras)")
     p.add_argument("--norm-out", type=Path, help="where the normalization JSON goes "
                    "(default: MODEL with .norm.json)")  # fmt: skip
@@ -67,7 +72,9 @@ def train(args: argparse.Namespace) -> Path:
         raise ConvertError("--window and --horizon must be at least 1")
     features = names(args.features, "--features")
     targets = names(args.targets, "--targets") if args.targets else features[:1]
-    series = load_series(args.data, features, targets, args.window + args.horizon)
+    computed = parse_time_features(args.time_features) if args.time_features else {}
+    features += [name for name in computed if name not in features]
+    series = load_series(args.data, features, targets, args.window + args.horizon, computed)
     period = args.period or series.period_s
     if period is None or not period > 0:
         raise ConvertError("--period SECONDS is required when the CSV has no ts column")
@@ -126,13 +133,15 @@ def train(args: argparse.Namespace) -> Path:
     norm_out = args.norm_out or args.output.with_suffix(".norm.json")
     body = {name: {"mean": n.mean, "std": n.std} for name, n in norm.items()}
     norm_out.write_text(json.dumps(body, indent=2) + "\n")
+    time_flag = ",".join(f"{name}={kind}" for name, kind in computed.items())
+    time_flag = f" --time-features {shlex.quote(time_flag)}" if computed else ""
     print(
         f"wrote {args.output} and {norm_out} in {time.monotonic() - started:.0f} s: "
         f"{len(val_loss)} epochs, best {best + 1} (validation MAE {val_mae:.4g} in target "
         f"units, averaged over the horizon)\nnext: sensorcast convert {args.output} -o "
         f"{args.output.with_suffix('.tflite')} --norm {norm_out} --features "
-        f"{','.join(features)} --targets {','.join(targets)} --period {period:g} "
-        f"--calibration {args.data}"
+        f"{shlex.quote(','.join(features))} --targets {shlex.quote(','.join(targets))} "
+        f"--period {period:g} --calibration {args.data}{time_flag}"
     )
     out: Path = args.output
     return out
