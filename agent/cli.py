@@ -1,4 +1,4 @@
-"""``sensorcast`` command line: run, check, info, bench, demo, convert.
+"""``sensorcast`` command line: run, check, info, bench, demo, and the build-time commands.
 
 The only place that configures logging and turns errors into exit codes.
 ``convert`` is dispatched to the ``convert`` package on demand, so the agent's
@@ -14,13 +14,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from sensorcast.agent import __version__
 from sensorcast.agent.errors import ConfigError, SensorcastError
-
-if TYPE_CHECKING:
-    from sensorcast.agent.config import StreamConfig
 
 __all__ = ["main"]
 
@@ -37,6 +34,7 @@ BUILD_TIME = {
     "convert": "convert a Keras model into a bundle (needs the [convert] extra)",
     "train": "train an LSTM forecaster on a CSV (needs the [convert] extra)",
     "evaluate": "a model's errors on the test split against naive baselines, and a plot",
+    "norm": "write norm.json from a CSV's training rows or a fitted scikit-learn scaler",
 }
 
 
@@ -165,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from sensorcast.agent.config import config_warnings, load_config
+    from sensorcast.agent.describe import describe_inputs
     from sensorcast.agent.forecast.runtime import load_runtime
     from sensorcast.agent.streams import load_streams
 
@@ -179,32 +178,13 @@ def _check(args: argparse.Namespace) -> int:
         print(
             f"  stream {s.cfg.name}: {s.bundle.label} {m.quantization}, "
             f"window {m.window} x {m.period_s:g} s of {', '.join(m.features)} -> "
-            f"{m.horizon} steps of {', '.join(m.targets)}; {_describe_inputs(s.cfg)}"
+            f"{m.horizon} steps of {', '.join(m.targets)}; {describe_inputs(s.cfg, m)}"
         )
         logger.debug("stream %s: model %s (sha256 %s)", s.cfg.name, s.cfg.model, s.bundle.sha256)
     print(f"  runtime: {runtime.name} {runtime.version}")
     for warning in config_warnings(cfg):
         print(f"  WARNING: {warning}")
     return 0
-
-
-def _describe_inputs(sc: StreamConfig) -> str:
-    """Where a stream's readings come from, for ``check``: its topic and each source."""
-    parts = [f"input topic {sc.input_topic}"] if sc.input_topic is not None else []
-    for src in sc.sources:
-        target = f"{src.feature} from " if src.feature else ""
-        if src.type in ("mqtt", "mqtt_value"):
-            what = f"{src.type} topic {src.topic}"
-        elif src.type == "file":
-            what = f"file {src.path} every {src.interval_s:g} s"
-        elif src.type == "command":
-            what = f"command {src.command[0]} every {src.interval_s:g} s"
-        else:
-            what = src.type
-        parts.append(target + what)
-    if len(parts) == 1:
-        return parts[0] if sc.input_topic is not None else f"input: {parts[0]}"
-    return "inputs: " + "; ".join(parts)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -229,56 +209,17 @@ def _max_bytes(text: str) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from sensorcast.agent.describe import describe_bundle
     from sensorcast.agent.forecast.manifest import DEFAULT_MAX_BUNDLE_BYTES, read_bundle
 
     bundle = read_bundle(args.model, args.max_bytes or DEFAULT_MAX_BUNDLE_BYTES)
-    m = bundle.manifest
     if args.json:
-        data = json.loads(m.to_json())
+        data = json.loads(bundle.manifest.to_json())
         data["sha256"] = bundle.sha256
         data["size_bytes"] = len(bundle.model)
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    lines = [
-        f"bundle:        {bundle.path} ({len(bundle.model)} bytes, sha256 {bundle.sha256[:12]})",
-        f"window:        {m.window} steps x {m.period_s:g} s",
-        f"features:      {', '.join(m.features)}",
-        f"targets:       {', '.join(m.targets)}",
-        f"horizon:       {m.horizon} steps",
-        f"quantization:  {m.quantization} (input {_quant(m.input)}, output {_quant(m.output)})",
-    ]
-    if m.normalization:
-        norm = ", ".join(f"{k} {v.mean:.4g}±{v.std:.4g}" for k, v in m.normalization.items())
-        lines.append(f"normalization: {norm}")
-    else:
-        lines.append("normalization: none (the model works on raw values)")
-    if m.accuracy:
-        a = m.accuracy
-        rel = f", {a.mae / a.target_std:.2%} of the targets' std" if a.target_std > 0 else ""
-        lines.append(
-            f"accuracy:      MAE {a.mae:.4g}, max abs {a.max_abs:.4g} (target units{rel}; "
-            f"vs Keras on {a.windows} {a.data} windows)"
-        )
-        if a.forecast_mae:
-            first, last = a.forecast_mae[0], a.forecast_mae[-1]
-            lines.append(
-                f"forecast MAE:  {', '.join(f'{v:.4g}' for v in first)} at the next step, "
-                f"{', '.join(f'{v:.4g}' for v in last)} at step {len(a.forecast_mae)} "
-                "(vs what happened in the held-out data; the agent's quality reports "
-                "compare with this)"
-            )
-    if m.latency_ms:
-        lines.append(f"latency:       {m.latency_ms:.3f} ms per forecast on the converting host")
-    if m.selection:
-        lines.append(f"chosen:        {m.selection}")
-    lines.append(f"source:        {m.source_name} sha256 {m.source_sha256[:12]}")
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(m.versions.items()))
-    lines.append(f"versions:      {versions}")
-    if m.created:
-        lines.append(f"created:       {m.created}")
-    for warning in m.warnings:
-        lines.append(f"warning:       {warning}")
-    print("\n".join(lines))
+    print("\n".join(describe_bundle(bundle)))
     return 0
 
 
@@ -293,13 +234,6 @@ def _demo(args: argparse.Namespace) -> int:
     from sensorcast.agent.demo import run_demo
 
     return run_demo(broker=args.broker, forecasts=args.forecasts)
-
-
-def _quant(q: object) -> str:
-    dtype = getattr(q, "dtype", "float32")
-    if dtype == "int8":
-        return f"int8 scale {getattr(q, 'scale', 0):.4g} zero point {getattr(q, 'zero_point', 0)}"
-    return str(dtype)
 
 
 def _build_time(command: str, argv: list[str]) -> int:

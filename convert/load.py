@@ -10,8 +10,18 @@ from typing import Any, Optional
 
 import numpy as np
 from sensorcast.convert import ConvertError
+from sensorcast.convert.usercode import IMPORTS_ENV, import_user_code, imported_specs
 
-__all__ = ["ModelShape", "SourceModel", "file_sha256", "load_source", "model_shape"]
+__all__ = [
+    "IMPORTS_ENV",
+    "RECURRENT_LAYERS",
+    "ModelShape",
+    "SourceModel",
+    "file_sha256",
+    "import_user_code",
+    "load_source",
+    "model_shape",
+]
 
 #: Layer types the converter and its tests cover; others are tried and named if they fail.
 KNOWN_LAYERS = {
@@ -19,8 +29,24 @@ KNOWN_LAYERS = {
     "GaussianNoise", "Dense", "Conv1D", "MaxPooling1D", "AveragePooling1D",
     "GlobalAveragePooling1D",
     "Flatten", "Reshape", "Normalization", "BatchNormalization", "LayerNormalization", "Activation",
-    "TimeDistributed", "Permute", "Concatenate", "Add",
+    "TimeDistributed", "Permute", "Concatenate", "Add", "RNN", "LSTMCell",
 }  # fmt: skip
+#: Layer classes that make a model recurrent (cells too: subclassed models loop over them).
+RECURRENT_LAYERS = frozenset(
+    {"LSTM", "GRU", "SimpleRNN", "RNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTM1D"}
+)
+#: How the user fixes a model Keras cannot rebuild, whatever the cause (``{w}``, ``{f}``:
+#: window and features): TFLite converts a SavedModel traced with a fixed batch of 1.
+_EXPORT_FIX = (
+    "or export a SavedModel with a fixed batch of 1 and convert that directory: "
+    "model.export(DIR, input_signature=[tf.TensorSpec((1, {w}, {f}), tf.float32)])"
+)
+#: The wrapper that turns a two-input model into the one-input model sensorcast needs.
+TWO_INPUTS_FIX = (
+    "concatenate the inputs into one (window, features) input in a wrapper model and convert "
+    "that: x = keras.Input((WINDOW, F1 + F2)); y = model([x[..., :F1], x[..., F1:]]); "
+    "keras.Model(x, y).save('one_input.keras') (README: two-input models)"
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,19 @@ class SourceModel:
             ]
             y = np.concatenate(parts)
         return y.reshape(len(x), self.shape.horizon, self.shape.n_targets).astype(np.float64)
+
+    def recurrent(self) -> bool:
+        """Whether the model has a recurrent layer (for a SavedModel: a loop or a layer
+        named like one in its graph)."""
+        if self.kind == "keras":
+            return any(cls in RECURRENT_LAYERS for _, cls in self.layers)
+        fn = self.handle[0]
+        graph = fn.graph.as_graph_def()
+        nodes = [n for f in graph.library.function for n in f.node_def] + list(graph.node)
+        return any(
+            n.op in ("While", "StatelessWhile") or re.search(r"lstm|gru|rnn", n.name, re.I)
+            for n in nodes
+        )
 
     def layer_named_in(self, message: str) -> Optional[tuple[str, str]]:
         """The layer a converter message points at (it names ops by layer scope), if any."""
@@ -114,16 +153,48 @@ def _load_keras(path: Path) -> Any:
                 "not load safely and TFLite cannot convert reliably; replace it with built-in "
                 "layers or a registered custom layer"
             ) from exc
-        hint = (
-            "register custom layers with @keras.saving.register_keras_serializable"
-            if "Unknown layer" in first or "custom" in first.lower()
-            else "save it with model.save('model.keras') in Keras 3"
+        raise ConvertError(
+            f"model {path}: Keras cannot load it ({_load_hint(path, str(exc), first)})"
+        ) from exc
+
+
+def _load_hint(path: Path, message: str, first: str) -> str:
+    """What went wrong loading a .keras file, and the fix that works for it."""
+    config = _read_config(path)
+    shape = (config.get("build_config") or {}).get("input_shape") or []
+    dims = shape[1:] if isinstance(shape, list) and len(shape) == 3 else ["WINDOW", "FEATURES"]
+    export = _EXPORT_FIX.format(w=dims[0], f=dims[1])
+    unknown = re.search(
+        r"(?:Could not locate|Unknown) (?:class|layer|object)[^']*'([^']+)'", message
+    )
+    imports = imported_specs()
+    if unknown:
+        cls = unknown.group(1)
+        if imports:
+            return (
+                f"class {cls!r} is not defined by --import {', '.join(imports)}; import the module "
+                f"that defines it, {export}"
+            )
+        return (
+            f"class {cls!r} is the model's own code: pass --import MODULE_OR_FILE naming the "
+            "module that defines it (decorated with @keras.saving.register_keras_serializable; "
+            f"a subclassed model also needs get_config), {export}"
         )
-        raise ConvertError(f"model {path}: Keras cannot load it ({first[:300]}); {hint}") from exc
+    if imports and re.search(r"from_config|__init__\(\)|get_config|deserializ", message):
+        return (
+            f"{first[:300]}; the class cannot be rebuilt from its saved config: give it a "
+            f"get_config() that returns its __init__ arguments and save it again, {export}"
+        )
+    if config:  # a Keras 3 archive already: saving it again would not help
+        return (
+            f"{first[:300]}; if the model uses code of its own, pass --import MODULE_OR_FILE "
+            f"naming the module that defines it, {export}"
+        )
+    return f"{first[:300]}; save it with model.save('model.keras') in Keras 3, {export}"
 
 
-def _config_layers(path: Path, class_name: str) -> list[str]:
-    """Names of the layers of ``class_name`` in a .keras file's config, read without Keras."""
+def _read_config(path: Path) -> dict[str, Any]:
+    """The .keras file's config.json (the model's class, layers and build shape), or {}."""
     import json
     import zipfile
 
@@ -131,7 +202,13 @@ def _config_layers(path: Path, class_name: str) -> list[str]:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return []
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _config_layers(path: Path, class_name: str) -> list[str]:
+    """Names of the layers of ``class_name`` in a .keras file's config, read without Keras."""
+    config = _read_config(path)
     found: list[str] = []
 
     def walk(node: Any) -> None:
@@ -194,9 +271,10 @@ def _load_saved_model(path: Path) -> SourceModel:
     inputs = fn.structured_input_signature[1]
     outputs = fn.structured_outputs
     if len(inputs) != 1 or len(outputs) != 1:
+        fix = f"; {TWO_INPUTS_FIX}" if len(inputs) > 1 else ""
         raise ConvertError(
             f"model {path}: the serving signature has {len(inputs)} inputs and {len(outputs)} "
-            "outputs; sensorcast needs one of each"
+            f"outputs; sensorcast needs one of each{fix}"
         )
     name, spec = next(iter(inputs.items()))
     out_spec = next(iter(outputs.values()))
@@ -209,14 +287,38 @@ def _load_saved_model(path: Path) -> SourceModel:
 
 def model_shape(model: Any, path: Path) -> ModelShape:
     """Read window, features, horizon and targets from a Keras model's input/output shapes."""
-    inputs = model.inputs
-    outputs = model.outputs
+    inputs = getattr(model, "inputs", None)  # a subclassed model has none: AttributeError
+    outputs = getattr(model, "outputs", None)
+    if inputs is None or outputs is None:
+        return _subclassed_shape(model, path)
     if len(inputs) != 1 or len(outputs) != 1:
+        fix = f"; {TWO_INPUTS_FIX}" if len(inputs) > 1 else ""
         raise ConvertError(
             f"model {path}: has {len(inputs)} inputs and {len(outputs)} outputs; "
-            "sensorcast needs one input (batch, window, features) and one output"
+            f"sensorcast needs one input (batch, window, features) and one output{fix}"
         )
     return _shape(tuple(inputs[0].shape), tuple(outputs[0].shape), path)
+
+
+def _subclassed_shape(model: Any, path: Path) -> ModelShape:
+    """A subclassed model's shapes: the input from the shape it was built with, the output
+    from one forward pass on zeros."""
+    build = model.get_build_config() or {}
+    shape = build.get("input_shape")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3):
+        raise ConvertError(
+            f"model {path}: a subclassed model ({type(model).__name__}) saved without an input "
+            "shape (batch, window, features); call it on a batch of windows before saving"
+        )
+    in_shape = (None, *shape[1:])
+    try:
+        out = model(np.zeros((1, *shape[1:]), np.float32), training=False)
+    except Exception as exc:  # the user's call(): any error means it cannot run one window
+        raise ConvertError(
+            f"model {path}: {type(model).__name__} cannot forecast one window of shape "
+            f"{(1, *shape[1:])} ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        ) from exc
+    return _shape(in_shape, (None, *tuple(out.shape)[1:]), path)
 
 
 def _shape(in_shape: tuple[Any, ...], out_shape: tuple[Any, ...], path: Path) -> ModelShape:
@@ -239,8 +341,3 @@ def _shape(in_shape: tuple[Any, ...], out_shape: tuple[Any, ...], path: Path) ->
     return ModelShape(
         window=in_shape[1], n_features=in_shape[2], horizon=horizon, n_targets=targets
     )
-
-
-def import_user_code(specs: list[str]) -> None:
-    """``--import MODULE_OR_FILE``: import the user's code (custom layers, subclassed models)
-    before loading, so Keras knows their classes. STUB (helper H4 implements it)."""
