@@ -7,7 +7,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from sensorcast.agent.forecast.forecaster import Forecaster
@@ -15,11 +14,20 @@ from sensorcast.agent.forecast.manifest import Manifest, read_bundle
 from sensorcast.convert.bundle import embed_manifest
 from sensorcast.convert.load import SourceModel
 
-__all__ = ["BOUNDS", "Agreement", "measure", "reference_forecast", "within_bound"]
+__all__ = [
+    "BOUNDS",
+    "Errors",
+    "Run",
+    "bound_for",
+    "errors",
+    "reference_forecast",
+    "run_bundle",
+    "within_bound",
+]
 
-#: How far each mode may stray from Keras before the converter refuses it,
-#: relative to the targets' std: (MAE, max abs). A sanity bound for a broken
-#: conversion, not the accuracy budget (that is --max-error).
+#: How far each mode may stray from Keras before the converter refuses it, relative to each
+#: target's std: (MAE, max abs). A sanity bound for a broken conversion, not the accuracy
+#: budget (that is --max-error); it always holds, ``--force`` is the only way past it.
 BOUNDS = {
     "float32": (1e-4, 1e-3),
     "float16": (5e-3, 2e-2),
@@ -28,24 +36,35 @@ BOUNDS = {
 }
 
 
+def bound_for(mode: str) -> tuple[float, float]:
+    """The sanity bound of ``mode``; a mode without its own (a new integer variant) gets
+    int8's, the loosest."""
+    return BOUNDS.get(mode, BOUNDS["int8"])
+
+
 @dataclass(frozen=True)
-class Agreement:
-    """Converted model vs reference on the same windows, in target units."""
+class Errors:
+    """Converted model vs reference on one set of windows, per target, in target units."""
 
-    mae: float
-    max_abs: float
-    scale: float  #: Targets' std the errors are compared with.
-    windows: int
-    latency_ms: float  #: Mean time of one forecast through the agent's Forecaster.
-    batch_diff: float = 0.0  #: Largest difference between batched and single forecasts.
+    mae: np.ndarray  #: (targets,) mean absolute error; inf where the bundle gave NaN.
+    max_abs: np.ndarray  #: (targets,) largest absolute error; inf where NaN.
 
-    @property
-    def rel_mae(self) -> float:
-        return self.mae / self.scale
 
-    @property
-    def rel_max(self) -> float:
-        return self.max_abs / self.scale
+def errors(got: np.ndarray, expected: np.ndarray) -> Errors:
+    """Per-target errors of ``got`` against ``expected``, both ``(n, horizon, targets)``.
+
+    A NaN or infinite forecast counts as an infinite error, so it never passes a bound.
+    """
+    err = np.abs(got.astype(np.float64) - expected)
+    err = np.where(np.isfinite(err), err, np.inf)
+    return Errors(mae=err.mean(axis=(0, 1)), max_abs=err.max(axis=(0, 1)))
+
+
+def within_bound(mode: str, err: Errors, target_std: np.ndarray) -> np.ndarray:
+    """Per target: True when ``err`` is inside the mode's sanity bound (target's own std)."""
+    rel_mae, rel_max = bound_for(mode)
+    held: np.ndarray = (err.mae <= rel_mae * target_std) & (err.max_abs <= rel_max * target_std)
+    return held
 
 
 def reference_forecast(source: SourceModel, windows: np.ndarray, manifest: Manifest) -> np.ndarray:
@@ -64,16 +83,20 @@ def reference_forecast(source: SourceModel, windows: np.ndarray, manifest: Manif
     return y
 
 
-def measure(
-    tflite: bytes,
-    manifest: Manifest,
-    windows: np.ndarray,
-    expected: np.ndarray,
-    target_std: Optional[np.ndarray],
-    progress: bool = False,
-) -> Agreement:
-    """Forecast every window through the agent's own
-    :class:`~sensorcast.agent.forecast.forecaster.Forecaster`, compare and time it."""
+@dataclass(frozen=True)
+class Run:
+    """A bundle's forecasts for some windows, through the agent's own Forecaster."""
+
+    forecasts: np.ndarray  #: (n, horizon, targets), target units.
+    latency_ms: float  #: Mean time of one forecast.
+    batch_diff: float  #: Largest difference between batched and single forecasts (0: none).
+
+
+def run_bundle(
+    tflite: bytes, manifest: Manifest, windows: np.ndarray, progress: bool = False
+) -> Run:
+    """Forecast every window (reading units) one at a time through the agent's own
+    :class:`~sensorcast.agent.forecast.forecaster.Forecaster`, and time it."""
     from tqdm import tqdm
 
     with tempfile.TemporaryDirectory(prefix="sensorcast-verify-") as tmp:
@@ -81,7 +104,7 @@ def measure(
         path.write_bytes(embed_manifest(tflite, manifest))
         forecaster = Forecaster(read_bundle(path))
         inputs = windows.astype(np.float32)
-        got = np.empty_like(expected)
+        got = np.empty((len(inputs), manifest.horizon, len(manifest.targets)))
         rows = tqdm(
             range(len(inputs)),
             desc=f"evaluating {manifest.quantization}",
@@ -98,19 +121,7 @@ def measure(
             n = min(len(inputs), 2 * forecaster.batch_size + 1)  # two full chunks and a padded one
             batched = forecaster.predict_batch(list(inputs[:n]))
             batch_diff = float(np.abs(batched - got[:n]).max())
-    err = np.abs(got - expected)
-    if target_std is not None and np.all(target_std > 0):
-        scale = float(np.mean(target_std))
-    else:
-        scale = float(np.std(expected)) or 1.0
-    return Agreement(
-        mae=float(err.mean()),
-        max_abs=float(err.max()),
-        scale=scale,
-        windows=len(windows),
-        latency_ms=latency,
-        batch_diff=batch_diff,
-    )
+    return Run(forecasts=got, latency_ms=latency, batch_diff=batch_diff)
 
 
 def _latency_ms(forecaster: Forecaster, inputs: np.ndarray, budget_s: float = 0.3) -> float:
@@ -124,9 +135,3 @@ def _latency_ms(forecaster: Forecaster, inputs: np.ndarray, budget_s: float = 0.
         elapsed = time.perf_counter() - start
         if calls >= 50 and elapsed >= budget_s:
             return 1000.0 * elapsed / calls
-
-
-def within_bound(mode: str, agreement: Agreement) -> bool:
-    """True when the agreement is inside the mode's sanity bound."""
-    rel_mae, rel_max = BOUNDS[mode]
-    return agreement.rel_mae <= rel_mae and agreement.rel_max <= rel_max

@@ -146,8 +146,9 @@ def test_a_mode_that_changes_nothing_is_reported(
     out = tmp_path / "small.tflite"
     assert convert(small, out, "--quantize", "dynamic") == 0
     assert "left every weight in float32" in capsys.readouterr().err
-    (warning,) = read_bundle(out).manifest.warnings
-    assert "effectively float32" in warning
+    # (besides, maybe, that so small a model loses to the last value)
+    warnings = read_bundle(out).manifest.warnings
+    assert len([w for w in warnings if "effectively float32" in w]) == 1
 
 
 def test_int8_io_uses_int8_tensors_and_the_manifest_scale(tiny: Tiny, tmp_path: Path) -> None:
