@@ -5,6 +5,9 @@ a Keras 3 recurrent loop segfaults) and carries state between conversions in
 one process (we saw a float32 model disagree with Keras after other models
 had been built). So every conversion runs here, in a fresh interpreter, and
 the parent turns a crash into a message. Usage: ``python -m sensorcast.convert._worker SPEC.json``.
+
+int8 keeps an LSTM a loop by handing TFLite its fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` op
+(:func:`route_lstm_to_fused_op`); every other recurrence is unrolled.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ def unrolled_clone(model: Any, window: int, n_features: int) -> Any:
     """
     import keras
 
+    if type(model).__name__ not in ("Sequential", "Functional"):
+        # clone_model only rebuilds these; a subclassed model has no graph to rebuild.
+        raise ValueError(
+            f"int8 needs a Sequential or functional model to rebuild; {type(model).__name__} "
+            "is subclassed: it converts in the float modes (float32, float16, dynamic)"
+        )
+
     def unroll(config: dict[str, Any]) -> None:
         inner = config.get("config", config)
         if "unroll" in inner:
@@ -56,6 +66,73 @@ def unrolled_clone(model: Any, window: int, n_features: int) -> Any:
     return clone
 
 
+def _is(fn: Any, name: str) -> bool:
+    return getattr(fn, "__name__", None) == name
+
+
+def route_lstm_to_fused_op() -> None:
+    """Make Keras 3's LSTM trace as a function TFLite fuses into ``UNIDIRECTIONAL_SEQUENCE_LSTM``.
+
+    Keras 3 never emits the fused op (its LSTM is a WHILE loop, or unrolled). TFLite's
+    converter fuses a function marked ``api_implements="lstm_..."`` with the argument and
+    result order of tf_keras's ``standard_lstm``; Keras 3 asks its backend's ``lstm`` first
+    (the cuDNN hook) and falls back to its own loop on ``NotImplementedError``. So the hook
+    returns such a function for every LSTM the fused op computes exactly as Keras does
+    (tanh, sigmoid gates, a bias, forwards, no mask) and declines the rest. The function's
+    body is what the converter uses if it does not fuse (e.g. the states are returned):
+    the recurrence unrolled, as before. Only for this child process.
+
+    The fused op keeps its state tensors between invokes: a runtime must reset them
+    before each window (``Interpreter.reset_all_variables()``), which the agent does.
+    """
+    import uuid
+
+    import keras
+    import tensorflow as tf
+
+    def fused_lstm(  # Keras 3 backend.lstm signature
+        inputs: Any,
+        initial_state_h: Any,
+        initial_state_c: Any,
+        mask: Any,
+        kernel: Any,
+        recurrent_kernel: Any,
+        bias: Any,
+        activation: Any,
+        recurrent_activation: Any,
+        return_sequences: bool = False,
+        go_backwards: bool = False,
+        unroll: bool = False,
+        time_major: bool = False,
+    ) -> Any:
+        fusable = not (mask is not None or bias is None or go_backwards or time_major)
+        if not (fusable and _is(activation, "tanh") and _is(recurrent_activation, "sigmoid")):
+            raise NotImplementedError  # Keras runs its own (unrolled) loop
+        attributes = {
+            "api_implements": f"lstm_{uuid.uuid4().hex}",
+            "api_preferred_device": "CPU",
+            "time_major": False,
+            "go_backwards": False,
+        }
+
+        @tf.function(experimental_attributes=attributes, autograph=False)  # type: ignore[untyped-decorator]
+        def standard_lstm(x: Any, h: Any, c: Any, w: Any, u: Any, b: Any) -> Any:
+            steps = []
+            for x_t in tf.unstack(x, axis=1):
+                i, f, g, o = tf.split(tf.matmul(x_t, w) + tf.matmul(h, u) + b, 4, axis=1)
+                c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+                h = tf.sigmoid(o) * tf.tanh(c)
+                steps.append(h)
+            # (last output, outputs, h, c, runtime): the fused op replaces the first two
+            return h, tf.stack(steps, axis=1), h, c, tf.constant(0.0)
+
+        weights = (tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel, bias))
+        last, outputs, h, c, _ = standard_lstm(inputs, initial_state_h, initial_state_c, *weights)
+        return last, outputs if return_sequences else tf.expand_dims(last, 1), [h, c]
+
+    keras.src.backend.lstm = fused_lstm
+
+
 def _keras_converter(spec: dict[str, Any], mode: str) -> Any:
     """A converter for a Keras model: exported as a SavedModel with a fixed batch of 1."""
     import keras
@@ -63,9 +140,16 @@ def _keras_converter(spec: dict[str, Any], mode: str) -> Any:
 
     window, n_features = spec["window"], spec["n_features"]
     batch = int(spec.get("batch", 1))
+    if os.environ.get("SENSORCAST_IMPORTS"):  # the user's --import code, set by the parent
+        from sensorcast.convert.load import import_user_code
+
+        import_user_code(os.environ["SENSORCAST_IMPORTS"].split(os.pathsep))
     model = keras.models.load_model(spec["model"], compile=False)
     if mode == "int8":
+        # Unrolled for every recurrence the fused op does not take; fusable LSTMs
+        # ignore the flag and become one fused op each (no WHILE loop either way).
         model = unrolled_clone(model, window, n_features)
+        route_lstm_to_fused_op()
     saved = Path(spec["workdir"]) / f"saved_{mode}"
     if batch <= 1:
         model.export(

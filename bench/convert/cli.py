@@ -4,7 +4,8 @@
 2. conversions: every variant of every point (``--jobs`` at a time);
 3. timing: one process at a time, nothing else running.
 
-Then ``bench/RESULTS-convert.md`` (and ``results.json`` in ``--workdir``).
+Then ``bench/RESULTS-convert.md`` (and ``results.json`` in ``--workdir``), keeping the file's
+int8 section. ``--int8`` runs only that question (``int8``) and rewrites only its section.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.convert import conversions, prep, report, runtimes
+from bench.convert import conversions, int8, int8_report, prep, report, runtimes
 from bench.convert.grid import QUICK_POINTS, UNITS, WINDOWS, make_points
 from bench.harness import machine
 from bench.harness.children import ChildFn, Runner, child_main
@@ -37,6 +38,8 @@ CHILDREN: dict[str, ChildFn] = {
     "unrolled": conversions.child_unrolled,
     "reference": runtimes.child_reference,
     "tflite": runtimes.child_tflite,
+    "int8prep": int8.child_prep,
+    "int8run": int8.child_run,
 }
 PACKAGES = (
     "tensorflow-cpu",
@@ -78,6 +81,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="conversions/preparations at a time")
     p.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     p.add_argument("--render-from", type=Path, help="re-write --out from a kept results.json")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="only the int8 candidates question (issue 15); rewrites only its section of --out",
+    )
+    p.add_argument(
+        "--qemu",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="--int8 on arm64 under QEMU too (auto: when run as root)",
+    )
     return p
 
 
@@ -97,7 +111,45 @@ def render_from(args: argparse.Namespace) -> int:
     saved = argparse.Namespace(**{**vars(args), **raw["args"]})
     saved.rounds, saved.budget = int(saved.rounds), float(saved.budget)
     text = report.render(raw["machine"], raw["points"], raw["phases"], saved, raw["command"])
-    args.out.write_text(text)
+    _write_keeping_int8(args.out, text)
+    return 0
+
+
+def _write_keeping_int8(out: Path, text: str) -> None:
+    """Write the grid's results, keeping the int8 section ``--int8`` wrote earlier."""
+    kept = int8_report.section_of(out.read_text()) if out.exists() else None
+    out.write_text(int8_report.splice(text, kept) if kept else text)
+
+
+def run_int8(args: argparse.Namespace, argv: list[str]) -> int:
+    """The ``--int8`` question: its section of ``--out`` (``int8.json`` in ``--workdir``)."""
+    if args.render_from:
+        raw = json.loads(args.render_from.read_text())
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+        os.chdir(REPO)
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sensorcast-bench-int8-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        log(f"convert_bench --int8: work in {workdir}")
+        runner = Runner(workdir, SCRIPT, env=dict(os.environ), cwd=REPO, timeout_s=CHILD_TIMEOUT_S)
+        qemu = args.qemu == "on" or (args.qemu == "auto" and os.geteuid() == 0)
+        raw = {
+            "command": " ".join([".venv/bin/python bench/convert_bench.py", *argv]),
+            "machine": {
+                **machine.host_summary(),
+                "commit": machine.git_commit(("convert", "agent")),
+            },
+            "result": int8.measure(runner, workdir, qemu, args.jobs, log),
+            "failures": runner.failures,
+        }
+        (workdir / "int8.json").write_text(json.dumps(raw, indent=1, default=str))
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    section = int8_report.render(raw["result"], raw["machine"], raw["command"])
+    old = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(int8_report.splice(old, section))
+    log(f"wrote the int8 section of {args.out}")
     return 0
 
 
@@ -106,6 +158,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.child:
         return child_main(CHILDREN, *args.child)
+    if args.int8:
+        return run_int8(args, argv if argv is not None else sys.argv[1:])
     if args.render_from:
         return render_from(args)
     return run(args, argv if argv is not None else sys.argv[1:])
@@ -186,7 +240,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "points": [{k: v for k, v in pt.items() if k != "source"} for pt in points],
     }
     (workdir / "results.json").write_text(json.dumps(raw, indent=1, default=str))
-    args.out.write_text(report.render(info, points, phases, args, command))
+    _write_keeping_int8(args.out, report.render(info, points, phases, args, command))
     kept = f" (raw data: {workdir / 'results.json'})" if args.workdir else ""
     log(f"wrote {args.out} in {phases['total_s'] / 60:.1f} min{kept}")
     if args.workdir is None:
