@@ -85,6 +85,9 @@ def test_int8_tracks_a_trend_past_the_data_or_its_verified_range_excludes_it(
     std = float(course.data.std())
     # Before: 102.5 where Keras said ~139, with nothing to tell the agent.
     assert abs(got - keras_says) < 0.1 * std or high < 120.0, (got, keras_says, low, high)
+    # ... and the agent marks a forecast from a window past that range.
+    assert Forecaster(bundle).out_of_range(window) == (high < 120.0)
+    print(f"course case: Keras {keras_says:.1f}, int8 {got:.1f}, verified {low:g}..{high:g}")
     acc = m.accuracy
     assert acc is not None and acc.out_of_range_max_abs > 0
     assert acc.per_target["x"].out_of_range_mae == acc.out_of_range_mae
