@@ -53,6 +53,9 @@ EXCLUDED = {
             "tests/unit/test_out_of_range.py::test_forecasts_are_published_marked_and_counted",
             "tests/unit/test_out_of_range.py::test_home_assistant_shows_it_as_an_attribute",
             "tests/unit/test_out_of_range.py::test_a_reloaded_bundle_brings_its_own_range",
+            "tests/unit/test_time_features.py::test_a_computed_feature_needs_no_input_and_refuses_one",
+            "tests/unit/test_time_features.py::test_rollout_with_computed_features_is_refused",
+            "tests/unit/test_time_features.py::test_the_agent_forecasts_with_computed_features_from_sensor_readings_only",
         )
     },
     "tests/unit/test_out_of_range.py::test_a_rollout_is_judged_on_the_sensors_window_only": (

@@ -12,10 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 import pytest
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sensorcast.agent.config import Config, load_config
 from sensorcast.agent.control.homeassistant import discovery_messages
 from sensorcast.agent.forecast.forecaster import Forecaster, range_bounds
@@ -145,6 +143,9 @@ def test_home_assistant_shows_it_as_an_attribute(tmp_path: Path) -> None:
     _feed(pipeline, hot, 0)
     config = discovery_messages(cfg, [("room", stream.manifest)], "pi/status")[0][1]
     template = json.loads(config)["json_attributes_template"]
+    import jinja2  # a dev tool: imported here so the module collects where it is absent
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)  # as Home Assistant
     sent = [m.payload for m in outbox.pending(limit=10)]
     older = json.dumps({k: v for k, v in json.loads(sent[0]).items() if k != "out_of_range"})
