@@ -129,7 +129,20 @@ def _accuracy(a: Accuracy, m: Manifest) -> list[str]:
             f"(std {t.std:.4g})"
         )
     lines += _forecast(a, m)
+    lines += _band(a)
     return lines
+
+
+def _band(a: Accuracy) -> list[str]:
+    """The 80 % band of the bundle's residuals, at the first and last step (first target)."""
+    low, high = a.residual_quantiles.get("0.1"), a.residual_quantiles.get("0.9")
+    if not low or not high:
+        return []
+    return [
+        f"residuals:     80 % between {low[0][0]:+.4g} and {high[0][0]:+.4g} at the next step, "
+        f"{low[-1][0]:+.4g} and {high[-1][0]:+.4g} at step {len(low)} (actual - forecast, "
+        "held-out data)"
+    ]
 
 
 def _forecast(a: Accuracy, m: Manifest) -> list[str]:

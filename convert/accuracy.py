@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
-from sensorcast.agent.forecast.fields import MEASURE_MAX
+from sensorcast.agent.forecast.fields import MEASURE_MAX, Table
 from sensorcast.agent.forecast.manifest import Accuracy, TargetError
-from sensorcast.convert.baselines import Baselines, forecast_table, loses_warning, skill
+from sensorcast.convert.baselines import (
+    MIN_WINDOWS_PER_STEP,
+    Baselines,
+    forecast_table,
+    loses_warning,
+    skill,
+)
 from sensorcast.convert.calibrate import Calibration
 from sensorcast.convert.ranges import Checks
 from sensorcast.convert.report import Candidate
 
-__all__ = ["accuracy_of", "trust_warnings"]
+__all__ = ["RESIDUAL_PROBABILITIES", "accuracy_of", "residual_quantiles", "trust_warnings"]
+
+#: Quantiles of the residuals the manifest records: central bands of 50, 80 and 90 %.
+RESIDUAL_PROBABILITIES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
 
 def _m(value: float) -> float:
@@ -55,7 +65,24 @@ def accuracy_of(chosen: Candidate, data: Calibration, checks: Checks, naive: Bas
         baselines=dict(naive.tables),
         season=naive.season,
         skill=None if found is None else max(found, -MEASURE_MAX),
+        residual_quantiles=residual_quantiles(chosen.forecasts, actual),
     )
+
+
+def residual_quantiles(forecast: np.ndarray, actual: Optional[np.ndarray]) -> dict[str, Table]:
+    """Quantiles of ``actual - forecast`` per step (rows) and target (columns), target units,
+    by probability (``"0.1"``...), where prediction intervals start; empty unless every step
+    has :data:`MIN_WINDOWS_PER_STEP` windows with an actual."""
+    if actual is None or actual.shape != forecast.shape:
+        return {}
+    residual = np.where(np.isfinite(forecast), actual - forecast, np.nan)
+    if np.isfinite(residual).sum(axis=0).min() < MIN_WINDOWS_PER_STEP:
+        return {}
+    found = np.nanquantile(residual, RESIDUAL_PROBABILITIES, axis=0)  # (p, steps, targets)
+    return {
+        f"{p:g}": tuple(tuple(float(f"{v:.6g}") for v in row) for row in table)
+        for p, table in zip(RESIDUAL_PROBABILITIES, found)
+    }
 
 
 def trust_warnings(accuracy: Accuracy, naive: Baselines) -> list[str]:

@@ -16,7 +16,7 @@ from sensorcast.agent.forecast.timefeatures import TIME_KINDS
 
 __all__ = [
     "MAX_COLUMNS", "MAX_OPS", "MEASURE_MAX", "RECURRENCES", "Table", "computed", "measure",
-    "names", "number", "obj", "ops", "optional", "recurrence", "show", "table",
+    "names", "number", "obj", "ops", "optional", "quantiles", "recurrence", "show", "table",
     "verified_range", "want",
 ]  # fmt: skip
 
@@ -151,8 +151,9 @@ def recurrence(data: dict[str, Any]) -> str:
     return str(value)
 
 
-def table(raw: Any, horizon: int, targets: int, key: str) -> Table:
-    """``accuracy.<key>``: ``horizon`` rows of ``targets`` finite numbers, or empty."""
+def table(raw: Any, horizon: int, targets: int, key: str, low: float = 0.0) -> Table:
+    """``accuracy.<key>``: ``horizon`` rows of ``targets`` finite numbers in
+    ``low .. MEASURE_MAX``, or empty."""
     if raw is None or raw == []:
         return ()
     try:
@@ -161,9 +162,25 @@ def table(raw: Any, horizon: int, targets: int, key: str) -> Table:
         raise ModelError(f"manifest accuracy.{key}: not a table of numbers ({exc})") from exc
     if len(rows) != horizon or any(len(r) != targets for r in rows):
         raise ModelError(f"manifest accuracy.{key}: want {horizon} steps x {targets} targets")
-    bad = next((v for r in rows for v in r if not (0 <= v <= MEASURE_MAX)), None)
+    bad = next((v for r in rows for v in r if not (low <= v <= MEASURE_MAX)), None)
     if bad is not None:  # nan fails every comparison, so it lands here too
         raise ModelError(
-            f"manifest accuracy.{key}: {show(bad)} is out of range (0 .. {MEASURE_MAX:g})"
+            f"manifest accuracy.{key}: {show(bad)} is out of range ({low:g} .. {MEASURE_MAX:g})"
         )
     return rows
+
+
+def quantiles(raw: dict[str, Any], horizon: int, targets: int) -> dict[str, Table]:
+    """``accuracy.residual_quantiles``: probability (a string in (0, 1)) -> signed table."""
+    out = {}
+    for name, rows in raw.items():
+        try:
+            p = float(name)
+        except ValueError:
+            p = math.nan
+        if not 0.0 < p < 1.0:  # nan fails it too
+            raise ModelError(
+                f"manifest accuracy.residual_quantiles.{name}: not a probability in (0, 1)"
+            )
+        out[name] = table(rows, horizon, targets, f"residual_quantiles.{name}", -MEASURE_MAX)
+    return out

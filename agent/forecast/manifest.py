@@ -27,6 +27,7 @@ from sensorcast.agent.forecast.fields import (
     obj,
     ops,
     optional,
+    quantiles,
     recurrence,
     show,
     table,
@@ -41,28 +42,15 @@ from sensorcast.agent.forecast.tflite import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_BUNDLE_BYTES",
-    "FORMAT_VERSION",
-    "METADATA_NAME",
-    "RECURRENCES",
-    "STATEFUL_FORMAT",
-    "Accuracy",
-    "Bundle",
-    "Manifest",
-    "Norm",
-    "TargetError",
-    "TensorQuant",
-    "min_runtime_version",
-    "read_bundle",
-    "read_manifest_bytes",
-    "read_model_file",
-]
+    "DEFAULT_MAX_BUNDLE_BYTES", "FORMAT_VERSION", "METADATA_NAME", "RECURRENCES",
+    "STATEFUL_FORMAT", "Accuracy", "Bundle", "Manifest", "Norm", "TargetError", "TensorQuant",
+    "min_runtime_version", "read_bundle", "read_manifest_bytes", "read_model_file",
+]  # fmt: skip
 
 METADATA_NAME = "sensorcast.manifest"
 FORMAT_VERSION = 1
-#: Format 2: the model holds state between invoke() calls (a fused LSTM op keeps it in
-#: variable tensors), so it must be reset before each forecast. Agents that only know format
-#: 1 refuse it instead of forecasting each window from the last one's state.
+#: Format 2: the model keeps state in variable tensors between invoke() calls (a fused LSTM),
+#: to reset before each forecast; format-1 agents refuse it rather than carry state along.
 STATEFUL_FORMAT = 2
 SUPPORTED_FORMATS = (FORMAT_VERSION, STATEFUL_FORMAT)
 QUANT_MODES = ("float32", "float16", "dynamic", "int8")
@@ -146,6 +134,9 @@ class Accuracy:
     #: ``1 - bundle MAE / best baseline MAE`` over every step and target (None: not measured);
     #: below 0 the bundle loses to a naive baseline.
     skill: Optional[float] = None
+    #: Quantiles of the bundle's residuals (actual - forecast) like ``forecast_mae``, by
+    #: probability (``"0.1"``...): where the agent's prediction intervals start.
+    residual_quantiles: dict[str, Table] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -283,6 +274,7 @@ def _accuracy(raw: dict[str, Any], horizon: int, targets: tuple[str, ...]) -> Ac
         baselines=baselines,
         season=optional(raw, "season", int, 0, 0, MAX_STEPS, where),
         skill=None if skill is None else number(raw, "skill", float, -MEASURE_MAX, 1.0, where),
+        residual_quantiles=quantiles(obj(raw, "residual_quantiles", where), horizon, len(targets)),
     )
 
 

@@ -137,6 +137,14 @@ def test_a_wrong_norm_is_caught_by_the_naive_baselines_and_the_bundles_own_error
     forecaster = Forecaster(read_bundle(out))
     got = np.stack([forecaster.predict(w.astype(np.float32)).copy() for w in windows[held]])
     assert np.abs(got - actual[held]).mean() == pytest.approx(own[0, 0], rel=1e-3)
+    # The bundle's residual quantiles, where the agent's intervals start: the same residuals.
+    q = {p: np.array(t) for p, t in acc.residual_quantiles.items()}
+    assert list(q) == ["0.05", "0.1", "0.25", "0.5", "0.75", "0.9", "0.95"]
+    assert all(q[a][0, 0] <= q[b][0, 0] for a, b in zip(list(q), list(q)[1:]))
+    residual = (actual[held] - got)[:, 0, 0]
+    assert np.quantile(residual, 0.9) == pytest.approx(q["0.9"][0, 0], rel=1e-3, abs=1e-6)
+    inside = (residual >= q["0.1"][0, 0]) & (residual <= q["0.9"][0, 0])
+    assert 0.75 <= inside.mean() <= 0.85  # the 80 % band, on the windows it was measured on
 
 
 @pytest.mark.parametrize("auto", [False, True])

@@ -58,4 +58,5 @@ def trust_manifest(skill: float = 0.234, forced: bool = True) -> dict[str, Any]:
     acc["baselines"] = {"last_value": [[0.2]] * horizon, "seasonal": [[0.3]] * horizon}
     acc["season"] = 288
     acc["skill"] = skill
+    acc["residual_quantiles"] = {"0.1": [[-0.12]] * horizon, "0.9": [[0.15]] * horizon}
     return data

@@ -260,6 +260,10 @@ def test_the_projects_own_bundles_and_periods_are_within_bounds() -> None:
         ("accuracy.baselines", {"last_value": [[1.0]]}, "baselines.last_value: want 12 steps"),
         ("accuracy.skill", 2.0, "skill = 2.0 is out of range"),
         ("accuracy.season", -1, "season = -1 is out of range"),
+        ("accuracy.residual_quantiles", {"1.5": [[0.1]] * 12}, "1.5: not a probability"),
+        ("accuracy.residual_quantiles", {"p90": [[0.1]] * 12}, "p90: not a probability"),
+        ("accuracy.residual_quantiles", {"0.9": [[0.1]] * 3}, "0.9: want 12 steps"),
+        ("accuracy.residual_quantiles", {"0.1": [[-1e31]] * 12}, r"0.1: -1e\+31 is out of range"),
     ],
 )
 def test_the_accuracy_records_are_checked_too(
@@ -281,9 +285,15 @@ def test_the_new_fields_round_trip_and_a_stateful_bundle_reads(demo_dir: Path) -
         recurrence="loop",
         forced=True,
     )
-    data["accuracy"].update(skill=-0.5, season=288, baselines={"last_value": [[0.1]] * 12})
+    data["accuracy"].update(
+        skill=-0.5,
+        season=288,
+        baselines={"last_value": [[0.1]] * 12},
+        residual_quantiles={"0.1": [[-0.2]] * 12, "0.9": [[0.3]] * 12},
+    )
     manifest = Manifest.from_json(json.dumps(data))
     assert manifest.format == 2 and manifest.forced and manifest.recurrence == "loop"
     assert manifest.verified_range == {"temperature": (10.0, 30.5)}
     assert manifest.accuracy is not None and manifest.accuracy.skill == -0.5
+    assert manifest.accuracy.residual_quantiles["0.1"][0] == (-0.2,)
     assert Manifest.from_json(manifest.to_json()) == manifest

@@ -39,6 +39,7 @@ def test_info_shows_every_new_manifest_field(tmp_path: Path) -> None:
     assert lines["baselines"].startswith("MAE last value 0.2, seasonal (288 steps) 0.3")
     assert lines["skill"].startswith("23 % vs last value ")
     assert "LOSES" not in lines["skill"]
+    assert lines["residuals"].startswith("80 % between -0.12 and +0.15 at the next step, ")
     assert lines["ops"] == (
         "70 (ADD 14, FULLY_CONNECTED 12, LOGISTIC 12, MUL 12, TANH 8, RESHAPE 7 and 2 more "
         "kinds); recurrence: loop (a TFLite WHILE loop over the time steps)"
