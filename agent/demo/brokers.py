@@ -20,10 +20,18 @@ from typing import Any, Optional, Union
 
 from sensorcast.agent.errors import SensorcastError
 
-__all__ = ["DemoBroker", "EmbeddedBroker", "SystemMosquitto", "find_mosquitto", "pick_broker"]
+__all__ = [
+    "DemoBroker",
+    "EmbeddedBroker",
+    "SystemMosquitto",
+    "find_mosquitto",
+    "free_port",
+    "pick_broker",
+    "wait_port",
+]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,7 +39,7 @@ def _free_port() -> int:
         return port
 
 
-def _wait_port(port: int, timeout_s: float) -> bool:
+def wait_port(port: int, timeout_s: float) -> bool:
     """True once something accepts connections on 127.0.0.1:``port`` (within ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -56,7 +64,7 @@ class SystemMosquitto:
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="sensorcast-demo-mosquitto-")
         self._log = Path(self._dir.name) / "mosquitto.log"
         self._proc: Optional[subprocess.Popen[bytes]] = None
@@ -82,7 +90,7 @@ class SystemMosquitto:
             self._proc = subprocess.Popen(
                 [self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
             )
-        if not _wait_port(self.port, 10):
+        if not wait_port(self.port, 10):
             tail = self._log.read_text(errors="replace").strip().splitlines()[-3:]
             self.close()
             raise SensorcastError(
@@ -106,7 +114,7 @@ class EmbeddedBroker:
     """amqtt's pure-Python broker in a background thread (for machines without Mosquitto)."""
 
     def __init__(self, why: str = "") -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.description = f"embedded amqtt broker{why}"
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -135,7 +143,7 @@ class EmbeddedBroker:
         )
         self._thread.start()
         self._ready.wait(15)
-        if self._error is not None or not _wait_port(self.port, 10):
+        if self._error is not None or not wait_port(self.port, 10):
             raise SensorcastError(f"the embedded broker did not start ({self._error})")
 
     def _serve(self, broker_class: Any, config: dict[str, Any]) -> None:

@@ -1,20 +1,21 @@
 """The system's Mosquitto on a free loopback port, and a subscriber that collects messages.
 
-The benchmarks own their broker (the tests have theirs in ``tests/support``): a bench must
-not depend on test or demo infrastructure that moves with them.
+The benchmarks own their broker configuration (the tests have theirs in ``tests/support``); the
+port helpers are the agent's own (``sensorcast.agent.demo.brokers``), shipped code, not tests'.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+from sensorcast.agent.demo.brokers import free_port, wait_port
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -26,26 +27,6 @@ UNLIMITED = (
     "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
     "max_inflight_messages 0\n"
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout_s: float) -> bool:
-    """True once something accepts connections on 127.0.0.1:``port``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 class Mosquitto:

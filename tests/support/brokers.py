@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Optional
+
+from sensorcast.agent.demo.brokers import find_mosquitto, free_port, wait_port
 
 from tests.support.host import missing_tool
 
@@ -30,34 +29,6 @@ __all__ = [
     "run_mosquitto",
     "wait_port",
 ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout_s: float) -> bool:
-    """True once something accepts connections on 127.0.0.1:``port``, within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def find_mosquitto() -> Optional[str]:
-    """Path of the system's mosquitto, if installed (it lives in /usr/sbin on Debian)."""
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
-        None,
-    )
 
 
 def _stop(proc: Optional[subprocess.Popen[bytes]], timeout_s: float = 5) -> None:
