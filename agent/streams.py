@@ -32,22 +32,16 @@ from sensorcast.agent.logutil import RateLimitedLog
 from sensorcast.agent.publish.link import MqttLink
 from sensorcast.agent.publish.outbox import Outbox
 from sensorcast.agent.publish.payload import ForecastPublisher
+from sensorcast.agent.shadow import Shadow
 from sensorcast.agent.sources.base import ReadingSink, Source
 from sensorcast.agent.sources.registry import build_sources
+from sensorcast.agent.telemetry.anomaly import AnomalyDetector
 from sensorcast.agent.telemetry.quality import QualityTracker
 from sensorcast.agent.telemetry.stats import StreamStats
 from sensorcast.agent.window import MIN_TS, Window
 
-__all__ = [
-    "ModelReloader",
-    "Predict",
-    "Stream",
-    "attach",
-    "build_window",
-    "equip",
-    "load_model",
-    "load_streams",
-]
+__all__ = ["ModelReloader", "Predict", "Stream", "attach", "build_window", "equip", "load_model"]
+__all__ += ["load_streams"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +68,13 @@ class Stream(StreamStats):
     quality: Optional[QualityTracker] = None  #: Forecast vs actual, if targets are features.
     quality_sent: float = 0.0  #: When its quality report was last published (monotonic s).
     quality_judged: float = 0.0  #: When drift was last judged (monotonic s).
-    #: Swapped in by a model update and not yet forecast from: if it fails in use, the
-    #: model file goes back to ``.previous``.
+    #: Swapped in by an update, not yet forecast from: failing in use, it goes back to
+    #: ``.previous``.
     trial: bool = False
+    anomaly: Optional[AnomalyDetector] = None  #: Raises anomalies, if ``quality.anomaly``.
+    shadow: Optional[Shadow] = None  #: The shadow bundle, if one is configured or installed.
+    fallback_active: bool = False  #: Publishing the naive baseline's forecast (``fallback``).
+    fallback_below_since: Optional[float] = None  #: Since when (Unix s) skill stayed < 0.
 
     def __post_init__(self) -> None:
         StreamStats.__init__(self)

@@ -85,6 +85,21 @@ class StreamConfig:
     rollout_steps: Optional[int] = None  #: Roll a single-step model out this many steps.
     #: Units of the targets (``{"temperature": "°C"}``), for Home Assistant.
     units: tuple[tuple[str, str], ...] = ()
+    #: Nominal coverage of the published prediction interval (``lower``/``upper``), 0.5-0.98.
+    level: float = 0.8
+    #: ``"last_value"``: publish the naive forecast while the model loses to it; None: never.
+    fallback: Optional[str] = None
+    #: How long the model's rolling skill must stay below zero before the fallback, seconds.
+    fallback_after_s: float = 3600.0
+    #: A second bundle run on the same windows, tracked, never published as the stream's.
+    #: Default: ``<model>.shadow`` when that file exists (where ``"shadow": true`` updates go).
+    shadow_model: Optional[Path] = None
+    #: Promote the shadow by itself when it beats the live model (see ``promote_*``).
+    auto_promote: bool = False
+    #: The shadow's rolling MAE must be below ``(1 - promote_margin)`` x the live model's ...
+    promote_margin: float = 0.1
+    #: ... for this long (seconds), on at least ``quality.min_samples`` residuals per step.
+    promote_after_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,19 @@ class QualityConfig:
     samples: int = 200  #: Residuals kept per forecast step for the rolling MAE (10-100000).
     drift_factor: float = 2.0  #: Drift: rolling MAE above this many times the promised MAE ...
     drift_after_s: float = 3600.0  #: ... for this long, seconds.
+    #: Residuals per step a figure (coverage, skill, ratio) needs before it is reported.
+    min_samples: int = 20
+    #: Raise anomalies on ``<prefix>/<device>/<stream>/anomaly`` when actuals leave the band.
+    anomaly: bool = True
+    #: Nominal coverage of the (wider) band whose exits count as anomalous, 0.9-0.9999.
+    anomaly_level: float = 0.99
+    #: An anomaly starts after this many consecutive periods outside that band.
+    anomaly_periods: int = 2
+    #: A sensor is stuck after this many periods with the very same value while the forecast
+    #: expected it to move.
+    stuck_periods: int = 6
+    #: A dropout: this many consecutive periods closed with no reading.
+    dropout_periods: int = 2
 
 
 @dataclass(frozen=True)

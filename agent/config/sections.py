@@ -94,14 +94,31 @@ def parse_homeassistant(r: Reader, data: dict[str, Any]) -> HomeAssistantConfig:
 def parse_quality(r: Reader, data: dict[str, Any]) -> QualityConfig:
     """``[quality]``: the rolling error window and drift detection."""
     q = r.table(data, "quality", "quality")
-    r.unknown(q, {"enabled", "samples", "drift_factor", "drift_after_s"}, "quality")
+    keys = {
+        "enabled", "samples", "drift_factor", "drift_after_s", "min_samples", "anomaly",
+        "anomaly_level", "anomaly_periods", "stuck_periods", "dropout_periods",
+    }  # fmt: skip
+    r.unknown(q, keys, "quality")
     s = r.section(q, "quality", QualityConfig)
     quality = QualityConfig(
         enabled=s.get("enabled", bool),
         samples=s.get("samples", int),
         drift_factor=s.get("drift_factor", float),
         drift_after_s=s.get("drift_after_s", float),
+        min_samples=s.get("min_samples", int),
+        anomaly=s.get("anomaly", bool),
+        anomaly_level=s.get("anomaly_level", float),
+        anomaly_periods=s.get("anomaly_periods", int),
+        stuck_periods=s.get("stuck_periods", int),
+        dropout_periods=s.get("dropout_periods", int),
     )
+    if not 1 <= quality.min_samples <= quality.samples:
+        r.error("quality.min_samples: must be between 1 and quality.samples")
+    if not 0.9 <= quality.anomaly_level <= 0.9999:
+        r.error("quality.anomaly_level: must be between 0.9 and 0.9999")
+    for key in ("anomaly_periods", "stuck_periods", "dropout_periods"):
+        if not 1 <= getattr(quality, key) <= 10_000:
+            r.error(f"quality.{key}: must be between 1 and 10000 periods")
     if not 10 <= quality.samples <= 100_000:
         r.error("quality.samples: must be between 10 and 100000")
     if not quality.drift_factor > 1 or not quality.drift_after_s >= 0:

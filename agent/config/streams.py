@@ -24,8 +24,11 @@ __all__ = ["STREAM_KEYS", "SourceSection", "parse_streams"]
 #: Keys a ``[[streams]]`` table takes.
 STREAM_KEYS = frozenset({
     "name", "model", "input_topic", "inputs", "sources", "features", "resample", "max_gap_s",
-    "close_delay_s", "max_future_s", "retain", "rollout_steps", "units",
+    "close_delay_s", "max_future_s", "retain", "rollout_steps", "units", "level", "fallback",
+    "fallback_after_s", "shadow_model", "auto_promote", "promote_margin", "promote_after_s",
 })  # fmt: skip
+#: What ``fallback`` may name: the naive forecasts the agent can publish instead.
+FALLBACKS = ("last_value",)
 
 
 class SourceSection(Section):
@@ -103,6 +106,7 @@ def _parse_stream(r: Reader, raw: dict[str, Any], where: str) -> Optional[Stream
     if resample not in ("mean", "last"):
         s.error("resample", "must be 'mean' or 'last'")
     seconds = {key: _seconds(s, key) for key in ("max_gap_s", "close_delay_s", "max_future_s")}
+    trust = _trust(s)
     if len(r.errors) > before or model is None:
         return None
     return StreamConfig(
@@ -115,8 +119,43 @@ def _parse_stream(r: Reader, raw: dict[str, Any], where: str) -> Optional[Stream
         retain=retain,
         rollout_steps=rollout,
         units=tuple(sorted(units.items())),
-        **seconds,
+        max_gap_s=seconds["max_gap_s"],
+        close_delay_s=seconds["close_delay_s"],
+        max_future_s=seconds["max_future_s"],
+        **trust,
     )
+
+
+def _trust(s: Section) -> dict[str, Any]:
+    """The interval's level, the fallback, the shadow model and its promotion."""
+    level = s.get("level", float)
+    if not 0.5 <= level <= 0.98:
+        s.error("level", "must be between 0.5 and 0.98 (0.8: an 80 % interval)")
+    fallback = s.get("fallback", str)
+    if fallback is not None and fallback not in FALLBACKS:
+        s.error("fallback", f"must be {' or '.join(map(repr, FALLBACKS))}, or left out for none")
+    shadow: Optional[Path] = None
+    shadow_text = s.get("shadow_model", str)
+    if isinstance(shadow_text, str):
+        shadow = s.resolve(shadow_text)
+        problem = not_a_file(shadow)
+        if problem:
+            s.error("shadow_model", problem)
+    margin = s.get("promote_margin", float)
+    if not 0 <= margin < 1:
+        s.error("promote_margin", "must be >= 0 and < 1 (0.1: 10 % lower error)")
+    out: dict[str, Any] = {
+        "level": level,
+        "fallback": fallback,
+        "shadow_model": shadow,
+        "auto_promote": s.get("auto_promote", bool),
+        "promote_margin": margin,
+    }
+    for key in ("fallback_after_s", "promote_after_s"):
+        out[key] = s.get(key, float)
+        if out[key] < 0:
+            s.error(key, "must be >= 0 seconds")
+    return out
 
 
 def _model_path(s: Section) -> Optional[Path]:

@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sensorcast.agent.config import MqttConfig
 from sensorcast.agent.errors import PublishError
+from sensorcast.agent.publish.mqtt5 import reply_of
 from sensorcast.agent.publish.refusals import hint, unanswered, wrong_protocol
 
 __all__ = ["MessageHandler", "MqttLink"]
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 #: Called from the main loop (inside :meth:`MqttLink.poll`) with ``(payload, arrival unix s)``.
 MessageHandler = Callable[[bytes, float], None]
+
 
 #: Packets handled per poll (about; paho may take a few more in one call), so a flood backs
 #: up in the broker and cannot starve the loop.
@@ -78,7 +80,9 @@ class MqttLink:
         self.refused: dict[int, Any] = {}
         #: Messages other threads asked to publish (:meth:`publish_later`), and how to
         #: wake the loop for them.
-        self._later: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
+        self._later: collections.deque[tuple[str, bytes, int, bool, Optional[bytes]]] = (
+            collections.deque()
+        )
         self.wake: Optional[Callable[[], None]] = None
         self._handled = 0  # packets that reached a callback: tells a busy socket from a dry one
         self._started = False  # connect() succeeded: from now on, reconnect when lost
@@ -101,11 +105,19 @@ class MqttLink:
         self._closing = False
 
     def subscribe(
-        self, topic: str, handler: MessageHandler, qos: int = 1, gated: bool = True
+        self,
+        topic: str,
+        handler: Any,
+        qos: int = 1,
+        gated: bool = True,
+        with_reply: bool = False,
     ) -> None:
         """Route messages on ``topic`` to ``handler``; call before :meth:`connect`.
 
         ``gated`` messages pass :attr:`gate` first (input readings); control topics do not.
+        ``with_reply``: ``handler`` is a ``ReplyHandler`` (:mod:`.mqtt5`) and also gets
+        the message's MQTT 5 response topic and correlation data (None without them, or
+        in 3.1.1).
         """
 
         def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
@@ -113,7 +125,10 @@ class MqttLink:
             gate = self.gate if gated else None
             if gate is not None and not gate():
                 return  # shed before parsing: under a flood, parsing is the cost
-            handler(bytes(msg.payload), time.time())
+            if with_reply:
+                handler(bytes(msg.payload), time.time(), reply_of(msg))
+            else:
+                handler(bytes(msg.payload), time.time())
 
         self._client.message_callback_add(topic, on_message)
         self._subscriptions.append((topic, qos))
@@ -210,8 +225,12 @@ class MqttLink:
         do paho's reading, writing, keepalive and reconnecting. Returns True if ``extra``
         is readable (another thread woke the loop)."""
         while self._later:  # from other threads: publish in this one
-            topic, payload, qos, retain = self._later.popleft()
-            self._client.publish(topic, payload, qos=qos, retain=retain)
+            topic, payload, qos, retain, correlation = self._later.popleft()
+            props: Any = None
+            if correlation is not None and self.cfg.protocol == "5":
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.CorrelationData = correlation
+            self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         sock = self._client.socket()
         readable = self._wait(sock, extra, timeout)
         client = self._client
@@ -246,9 +265,17 @@ class MqttLink:
             time.sleep(timeout)
         return []
 
-    def publish_later(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
-        """Publish from another thread: the loop sends it at its next turn."""
-        self._later.append((topic, payload, qos, retain))
+    def publish_later(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        correlation: Optional[bytes] = None,
+    ) -> None:
+        """Publish from another thread: the loop sends it at its next turn. ``correlation``:
+        MQTT 5 correlation data to send with it (the answer to a request's ``Reply``)."""
+        self._later.append((topic, payload, qos, retain, correlation))
         if self.wake is not None:
             self.wake()
 

@@ -55,6 +55,11 @@ class Topics:
         """A stream's forecast-quality report (retained)."""
         return f"{self.prefix}/{self.device}/{stream}/quality"
 
+    def anomaly(self, stream: str) -> str:
+        """A stream's anomaly state (retained): ``{"anomaly": true, ...}`` when one starts,
+        ``{"anomaly": false, ...}`` when it ends."""
+        return f"{self.prefix}/{self.device}/{stream}/anomaly"
+
 
 def discovery_topic(discovery_prefix: str, node: str, object_id: str) -> str:
     """Home Assistant MQTT discovery: one sensor's config (retained)."""

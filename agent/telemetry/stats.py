@@ -60,6 +60,9 @@ class StreamStats:
         #: ``out_of_range``; not the readings ``rejected`` as ``out_of_range``).
         self.forecasts_out_of_range = 0
         self.out_of_range_now = False  #: The latest forecast was marked ``out_of_range``.
+        #: Forecasts published as the naive baseline's (``"fallback": "last_value"``).
+        self.forecasts_fallback = 0
+        self.anomalies = 0  #: Anomalies that started (each published on the anomaly topic).
         self.errors = 0  #: Exceptions from the model or window, each losing a forecast or reading.
         self.latency = LatencyHistogram()  #: Seconds per forecast call.
         self.last_forecast: Optional[float] = None  #: Window end of the latest forecast (Unix s).
@@ -67,7 +70,7 @@ class StreamStats:
     def as_dict(self, gaps: int, source_rejected: Iterable[Mapping[str, int]]) -> dict[str, Any]:
         """The counters as plain data: ``accepted``, ``rejected`` (by reason, the window's
         and the sources' own together), ``forecasts``, ``batched``, ``forecasts_out_of_range``,
-        ``gaps`` and ``errors``.
+        ``forecasts_fallback``, ``anomalies``, ``gaps`` and ``errors``.
 
         ``source_rejected`` are the stream's sources' counts, which their threads write:
         each is copied before it is read.
@@ -82,6 +85,8 @@ class StreamStats:
             "forecasts": self.forecasts,
             "batched": self.batched,
             "forecasts_out_of_range": self.forecasts_out_of_range,
+            "forecasts_fallback": self.forecasts_fallback,
+            "anomalies": self.anomalies,
             "gaps": gaps,
             "errors": self.errors,
         }
