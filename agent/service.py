@@ -28,9 +28,10 @@ from sensorcast.agent.publish.link import MqttLink
 from sensorcast.agent.publish.outbox import Outbox
 from sensorcast.agent.publish.sender import OutboxSender
 from sensorcast.agent.publish.topics import Topics
+from sensorcast.agent.reloader import ModelReloader
 from sensorcast.agent.snapshots import SNAPSHOT_S, WindowStore
 from sensorcast.agent.sources.inbox import Inbox
-from sensorcast.agent.streams import ModelReloader, Stream, attach, load_streams
+from sensorcast.agent.streams import Stream, attach, load_streams
 from sensorcast.agent.telemetry.health import HealthFile, health_path
 from sensorcast.agent.telemetry.metrics import start_prometheus
 from sensorcast.agent.telemetry.report import Heartbeat, Reporter, log_summary

@@ -93,6 +93,16 @@ def fast_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def calibrated_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model (float32) with a 0.2 s period, calibrated on the demo's room.csv, so its
+    manifest carries the held-out error, the naive baselines and the residual quantiles
+    (``accuracy.residual_quantiles``) the agent's prediction intervals start from."""
+    out = tmp_path_factory.mktemp("calibrated") / "room.tflite"
+    assert convert_demo(out, "--period", "0.2", "--quantize", "float32") == 0
+    return out
+
+
 @pytest.fixture
 def subscriber_factory() -> Iterator[Callable[[int, str], Subscriber]]:
     """``make(port, topic_filter)``: a subscribed :class:`Subscriber`, closed after the test."""

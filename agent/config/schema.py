@@ -61,7 +61,9 @@ class MqttConfig:
     protocol: str = "3.1.1"  #: ``3.1.1`` or ``5``.
     reconnect_min_s: float = 1.0  #: First reconnect delay, seconds; doubles up to the max.
     reconnect_max_s: float = 60.0  #: Longest reconnect delay, seconds.
-    retain: bool = False  #: Retain each stream's last forecast on the broker.
+    #: Retain each stream's last forecast on the broker; default (None): retained while Home
+    #: Assistant discovery is on (its sensors then keep their attributes across its restarts).
+    retain: Optional[bool] = None
     #: Persistent session: the broker keeps the agent's subscriptions and queues its input
     #: readings while it is away (reconnecting, restarting) for this long, seconds; 0: clean
     #: session.
@@ -81,7 +83,7 @@ class StreamConfig:
     close_delay_s: Optional[float] = None  #: Wait after a period ends to close it, seconds.
     max_future_s: Optional[float] = None  #: How far ahead of the clock a timestamp may be, s.
     sources: tuple[SourceConfig, ...] = ()  #: Inputs besides ``input_topic``.
-    retain: Optional[bool] = None  #: Retain the last forecast (default: ``mqtt.retain``).
+    retain: Optional[bool] = None  #: Retain the last forecast (default: ``mqtt.retain``'s).
     rollout_steps: Optional[int] = None  #: Roll a single-step model out this many steps.
     #: Units of the targets (``{"temperature": "°C"}``), for Home Assistant.
     units: tuple[tuple[str, str], ...] = ()

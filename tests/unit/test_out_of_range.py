@@ -20,8 +20,9 @@ from sensorcast.agent.forecast.forecaster import Forecaster, range_bounds
 from sensorcast.agent.forecast.manifest import Manifest, read_bundle
 from sensorcast.agent.pipeline import Pipeline
 from sensorcast.agent.publish.outbox import Outbox
+from sensorcast.agent.reloader import ModelReloader
 from sensorcast.agent.sources.base import Reading
-from sensorcast.agent.streams import ModelReloader, Stream, equip, load_streams
+from sensorcast.agent.streams import Stream, equip, load_streams
 
 from tests.support.configs import agent_config, stdin_stream
 from tests.support.manifests import bundle_bytes, demo_manifest
