@@ -12,6 +12,14 @@ A forecast made from a window with a value outside the range its bundle was veri
 counted: the stream's ``forecasts_out_of_range`` and its quality tracker's. One check per
 forecast, on the window the sensors gave (a rollout's own predictions are not inputs
 the range speaks of); the range is the running forecaster's, so it follows model reloads.
+
+Each forecast goes out with its band (``level``, ``lower``, ``upper``: the stream's quality
+tracker's, :mod:`~sensorcast.agent.telemetry.intervals`), or as the naive baseline's when
+the stream falls back to it (:class:`~sensorcast.agent.trust.Trust`); the tracker scores the
+model's forecast either way. The anomaly detector hears each closed period
+against the previous forecast's first step, and gets every tick for its dropout check; its
+messages go into the stream's outbox, retained. A shadow model forecasts the same window
+after the live one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import numpy as np
 from sensorcast.agent.logutil import RateLimitedLog
 from sensorcast.agent.sources.base import Reading
 from sensorcast.agent.streams import Stream
+from sensorcast.agent.telemetry.quality import QualityTracker
+from sensorcast.agent.trust import Trust
 from sensorcast.agent.window import REASONS
 
 __all__ = ["QUALITY_JUDGE_S", "Pipeline"]
@@ -56,6 +66,7 @@ class Pipeline:
         self._failed = failed
         self._quality = quality
         self._log = RateLimitedLog(logger)
+        self.trust = Trust()
 
     def ingest(self, batch: list[Reading], now: float) -> None:
         """Add a batch of readings to their streams' windows; ``now`` is the Unix time (s)
@@ -103,6 +114,8 @@ class Pipeline:
         """Close the periods that ended by ``now`` (Unix s) with no reading to close them;
         a window about to move is forecast first."""
         for stream in self.streams:
+            if stream.anomaly is not None:
+                self.trust.idle(stream, now)
             if not stream.window.closing_due(now):
                 continue
             if stream.due:
@@ -159,9 +172,30 @@ class Pipeline:
     def _publish(self, stream: Stream, values: np.ndarray, out_of_range: bool) -> None:
         window = stream.window
         assert window.closed_through is not None and stream.publisher is not None
-        window_end = window.closed_through * window.period_s
-        stream.publisher.publish(stream.bundle.label, window_end, values, out_of_range)
-        self._track_quality(stream, values, out_of_range)
+        slot = window.closed_through
+        window_end = slot * window.period_s
+        view = window.view()
+        tracker = stream.quality
+        band, published, fallback = None, values, None
+        if tracker is not None:
+            tracker.actual(slot, view[-1])  # the period just closed, before its band is drawn
+            was = stream.fallback_active
+            published, fallback = self.trust.choose(stream, tracker, values, view, window_end)
+            band = tracker.band(published)
+            if stream.fallback_active != was:
+                self._quality(stream, True)  # the quality message says whether it falls back
+        self.trust.observe(stream, slot, view)
+        level = stream.cfg.level if tracker is None else tracker.level
+        stream.publisher.publish(
+            stream.bundle.label, window_end, published, out_of_range,
+            fallback=fallback, level=level, band=band,
+        )  # fmt: skip
+        self.trust.remember(stream, slot, published, band)
+        if tracker is not None:
+            tracker.forecast(slot, values, out_of_range, view)  # the model's, even in fallback
+            self._judge_quality(stream, tracker)
+        if stream.shadow is not None:
+            stream.shadow.step(slot, view)
         stream.forecasts += 1
         stream.forecasts_out_of_range += out_of_range
         if out_of_range != stream.out_of_range_now:
@@ -184,14 +218,8 @@ class Pipeline:
                 stream.forecaster.range_report(stream.window.view()),
             )
 
-    def _track_quality(self, stream: Stream, values: np.ndarray, out_of_range: bool) -> None:
-        """Residuals for earlier forecasts from the period just closed; judge drift."""
-        tracker, window = stream.quality, stream.window
-        if tracker is None or window.closed_through is None:
-            return
-        slot = window.closed_through
-        tracker.actual(slot, window.view()[-1])
-        tracker.forecast(slot, values, out_of_range)
+    def _judge_quality(self, stream: Stream, tracker: QualityTracker) -> None:
+        """Judge drift (at most every :data:`QUALITY_JUDGE_S`) and let the report go."""
         mono = time.monotonic()
         if mono - stream.quality_judged < QUALITY_JUDGE_S:
             return  # drift is a matter of hours: judging it costs more than a forecast

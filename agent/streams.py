@@ -195,7 +195,10 @@ def equip(stream: Stream, cfg: Config, outbox: Outbox) -> None:
     bundle: at start, and again when a new bundle is swapped in."""
     stream.publisher = _publisher(cfg, outbox, stream)
     stream.quality = _quality(cfg, stream)  # a new model makes its own promise
+    old = stream.anomaly
     stream.anomaly = AnomalyDetector.for_stream(cfg.quality, stream.cfg, stream.bundle.manifest)
+    if old is not None and stream.anomaly is not None:
+        stream.anomaly.adopt(old)  # its open anomalies still end with a false
 
 
 def _publisher(cfg: Config, outbox: Outbox, stream: Stream) -> ForecastPublisher:
@@ -226,17 +229,5 @@ def _retain(cfg: Config, sc: StreamConfig) -> bool:
 
 def _quality(cfg: Config, stream: Stream) -> Optional[QualityTracker]:
     """A tracker when the stream's targets are among its features (so readings show what
-    happened); the promise is the manifest's, for multi-step models."""
-    m, q = stream.bundle.manifest, cfg.quality
-    if not q.enabled or not set(m.targets) <= set(m.features):
-        return None
-    rollout = stream.cfg.rollout_steps
-    promised = m.accuracy.forecast_mae if m.accuracy is not None and rollout is None else ()
-    return QualityTracker(
-        rollout or m.horizon,
-        [m.features.index(t) for t in m.targets],
-        promised,
-        samples=q.samples,
-        drift_factor=q.drift_factor,
-        drift_after_s=q.drift_after_s,
-    )
+    happened): the promise, the band's start and the baselines are the manifest's."""
+    return QualityTracker.for_stream(cfg.quality, stream.cfg, stream.bundle.manifest)

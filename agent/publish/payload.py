@@ -1,8 +1,9 @@
-"""Turn a forecast into one MQTT message on ``<prefix>/<device>/<stream>/forecast``."""
+"""Turn a forecast into one MQTT message on ``<prefix>/<device>/<stream>/forecast``, and an
+anomaly into one on ``<prefix>/<device>/<stream>/anomaly``."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import orjson
@@ -32,7 +33,9 @@ class ForecastPublisher:
         self._device = device
         self._stream = stream
         self._qos = qos
-        self.topic = Topics(prefix, device).forecast(stream)
+        topics = Topics(prefix, device)
+        self.topic = topics.forecast(stream)
+        self.anomaly_topic = topics.anomaly(stream)
         self._targets = list(targets)
         self._period = period_s
         self._retain = retain
@@ -41,7 +44,15 @@ class ForecastPublisher:
         self._offsets: Optional[np.ndarray] = None  # (i + 1) * period_s, per horizon step
 
     def publish(
-        self, model: str, window_end: float, values: np.ndarray, out_of_range: bool = False
+        self,
+        model: str,
+        window_end: float,
+        values: np.ndarray,
+        out_of_range: bool = False,
+        *,
+        fallback: Optional[str] = None,
+        level: float = 0.8,
+        band: Optional[tuple[np.ndarray, np.ndarray]] = None,
     ) -> int:
         """Queue a ``(horizon, targets)`` forecast for the window ending at ``window_end``.
 
@@ -49,37 +60,66 @@ class ForecastPublisher:
         step ``i`` (from 0) is the period starting ``(i + 1) * period_s`` later.
         The message's ``id`` is stable (device, stream, window end) so consumers
         can drop the duplicates QoS 1 may deliver. ``out_of_range``: the window had a
-        value outside the range the model was verified on. Returns the outbox id.
+        value outside the range the model was verified on; ``fallback``: the values are
+        this naive baseline's, not the model's; ``band``: ``(lower, upper)`` shaped like
+        ``values`` at nominal coverage ``level`` (None: not known yet). Returns the outbox id.
         """
-        payload = self.payload(model, window_end, values, out_of_range)
+        payload = self.payload(
+            model, window_end, values, out_of_range, fallback=fallback, level=level, band=band
+        )
         self.seq += 1
         return self.outbox.put(self.topic, payload, self._qos, self._retain)
 
     def payload(
-        self, model: str, window_end: float, values: np.ndarray, out_of_range: bool = False
+        self,
+        model: str,
+        window_end: float,
+        values: np.ndarray,
+        out_of_range: bool = False,
+        *,
+        fallback: Optional[str] = None,
+        level: float = 0.8,
+        band: Optional[tuple[np.ndarray, np.ndarray]] = None,
     ) -> bytes:
         """The JSON message (compact, keys in a fixed order) for one forecast.
 
-        Every key is always there (``"out_of_range": false`` too): consumers and Home
-        Assistant's templates read one shape. Numbers are the shortest text that reads back
-        as the same float; a non-finite forecast value (a broken model) is ``null``, which
-        every JSON parser reads.
+        Every key is always there (``"out_of_range": false``, ``"fallback": null``,
+        ``"lower": null`` too): consumers and Home Assistant's templates read one shape.
+        Numbers are the shortest text that reads back as the same float; a non-finite
+        forecast value (a broken model) is ``null``, which every JSON parser reads.
         """
         offsets = self._offsets
         if offsets is None or len(offsets) != values.shape[0]:
             offsets = self._offsets = np.arange(1, values.shape[0] + 1) * self._period
+        lower, upper = (None, None) if band is None else (_c(band[0]), _c(band[1]))
         message = {
             "id": f"{self._id}{round(window_end * 1000)}",
             "device": self._device,
             "stream": self._stream,
             "model": model,
             "out_of_range": out_of_range,
+            "fallback": fallback,
             "seq": self.seq,
             "window_end": window_end,
             "period_s": self._period,
             "targets": self._targets,
             "steps": offsets + window_end,
-            "values": values if values.flags.c_contiguous else np.ascontiguousarray(values),
+            "values": _c(values),
+            "level": level,
+            "lower": lower,
+            "upper": upper,
         }
         # orjson (numpy arrays natively): a fifth of the hand-formatted text's cost.
         return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def publish_anomaly(self, model: str, anomaly: dict[str, Any]) -> int:
+        """Queue an anomaly detector's message (``model`` added) on the stream's anomaly
+        topic, retained: the last one says whether an anomaly is open. Returns the outbox
+        id."""
+        body = orjson.dumps({**anomaly, "model": model}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return self.outbox.put(self.anomaly_topic, body, self._qos, True)
+
+
+def _c(values: np.ndarray) -> np.ndarray:
+    """C-contiguous, as orjson serializes numpy arrays."""
+    return values if values.flags.c_contiguous else np.ascontiguousarray(values)

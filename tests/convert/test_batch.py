@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,10 +51,18 @@ class Capture:
         self.sent: list[tuple[float, np.ndarray]] = []
 
     def publish(
-        self, model: str, window_end: float, values: np.ndarray, out_of_range: bool = False
+        self,
+        model: str,
+        window_end: float,
+        values: np.ndarray,
+        out_of_range: bool = False,
+        **trust: Any,  # fallback, level, band: not what is tested here
     ) -> int:
         self.sent.append((window_end, values.copy()))
         return len(self.sent)
+
+    def publish_anomaly(self, model: str, anomaly: dict[str, Any]) -> int:
+        return 0
 
 
 def test_streams_sharing_a_batched_model_forecast_in_one_call(

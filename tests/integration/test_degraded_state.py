@@ -23,6 +23,8 @@ from tests.support.host import fill_disk
 from tests.support.mqtt import Subscriber
 
 PERIOD = 0.2
+#: The forecasts in an outbox database (its anomaly messages, issue 16, left out).
+FORECASTS = "SELECT {} FROM outbox WHERE topic LIKE '%/forecast'"
 
 
 def test_unwritable_state_directory_degrades_durability_not_forecasting(
@@ -179,8 +181,8 @@ def test_durability_comes_back_when_the_disk_has_room_again(
         proc.stdin.close()
         stderr.close()
     with sqlite3.connect(tiny_disk / "state" / "outbox-back.db") as db:
-        queued = [json.loads(p)["id"] for (p,) in db.execute("SELECT payload FROM outbox")]
-        ordered = [row[0] for row in db.execute("SELECT id FROM outbox")]
+        queued = [json.loads(p)["id"] for (p,) in db.execute(FORECASTS.format("payload"))]
+        ordered = [row[0] for row in db.execute(FORECASTS.format("id"))]
     expected = [f"back/room/{round((start + k * PERIOD) * 1000)}" for k in range(23, len(rows))]
     received = {json.loads(p)["id"] for p in sub.payloads("/forecast")}
     assert set(queued) | received == set(expected), sorted(set(expected) - set(queued) - received)
