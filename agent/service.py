@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from sensorcast.agent.config import Config, config_warnings
+from sensorcast.agent.control.ha_units import unit_problems
 from sensorcast.agent.forecast.runtime import Runtime
 from sensorcast.agent.pipeline import Pipeline
 from sensorcast.agent.publish.link import MqttLink
@@ -125,6 +126,9 @@ class Service:
             logger.warning("%s", warning)
         self.notifier = exits.enter_context(contextlib.closing(Notifier()))
         self.streams = streams = load_streams(cfg, self.runtime)
+        named = [(s.cfg.name, s.bundle.manifest) for s in streams]
+        for problem in unit_problems(cfg, named):  # none while discovery is off
+            logger.warning("%s (sensorcast check refuses it)", problem)
         self.inbox = inbox = exits.enter_context(contextlib.closing(Inbox()))
         self._wake, self._nudge = inbox.wake, inbox.nudge
         self.link = link = MqttLink(cfg.mqtt, self.topics.status)
@@ -141,11 +145,15 @@ class Service:
         exits.callback(self._final_summary)  # after the sources close, before the outbox
         self.reporter = reporter = Reporter(cfg, link, outbox, self.sender, inbox, streams)
         self.reloader = ModelReloader(
-            cfg, streams, outbox, reporter.models_changed, self.request_reload
+            cfg, streams, outbox, reporter.models_changed, self.request_reload, link
         )
         self.pipeline = Pipeline(streams, self.reloader.failed, reporter.quality)
         for source in attach(streams, cfg, outbox, link, inbox.hand_over):
             exits.callback(source.close)
+        now = time.time()
+        for s in streams:  # a fresh detector knows of no open anomaly: say so (retained)
+            if s.anomaly is not None and s.publisher is not None:
+                s.publisher.publish_anomaly(s.label, s.anomaly.started(now))
         self.store = WindowStore(cfg.state_dir / f"windows-{cfg.device.id}.json", streams)
         self.store.restore()
         health = HealthFile(health_path(cfg.state_dir, cfg.device.id))

@@ -173,6 +173,13 @@ class Window:
         """Slot index of the newest row, or None before the first row."""
         return self.closed_through if self.filled else None
 
+    def last_reading_slot(self, feature: int) -> Optional[int]:
+        """The newest closed slot that had a reading for ``feature`` (its column), or None
+        if none has; a slot since with none carried the value forward (or emptied the
+        window). Read-only: for the anomaly detector's stuck and dropout checks."""
+        last = self._last_slot[feature]
+        return None if last == NEVER else last
+
     def view(self) -> np.ndarray:
         """The window, oldest row first, as a ``(length, n_features)`` view (no copy).
 
