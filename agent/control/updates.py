@@ -14,7 +14,10 @@ bundle as the agent checks a model at start, refuses one older than the running 
 (manifest ``created``) unless ``allow_downgrade``, keeps the current file as
 ``<model>.previous`` and moves the new one in place atomically; the main loop then swaps it
 in between two forecasts, and puts ``.previous`` back if the new model fails in use
-(:func:`restore_previous`).
+(:func:`restore_previous`). ``"shadow": true`` installs the bundle as the stream's shadow
+(:func:`~sensorcast.agent.control.shadow_files.shadow_path`) instead, under the same rules (no
+``.previous``; "older" means older than the live model). An MQTT 5 request's response
+topic gets the state message for it too, with the request's correlation data.
 """
 
 from __future__ import annotations
@@ -35,13 +38,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sensorcast.agent.config import Config, StreamConfig
+from sensorcast.agent.control.shadow_files import shadow_path
 from sensorcast.agent.errors import ModelError, UpdateError
 from sensorcast.agent.forecast.forecaster import check_fits
 from sensorcast.agent.forecast.manifest import Bundle, read_bundle
 from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.publish.mqtt5 import Reply
 from sensorcast.agent.publish.topics import Topics
 
-__all__ = ["CLOSED", "ModelUpdater", "UpdateError", "restore_previous"]
+__all__ = [
+    "CLOSED", "ModelUpdater", "UpdateError", "keep_previous", "replace_file", "restore_previous",
+    "write_synced",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +70,9 @@ class ModelUpdater:
 
     ``check(stream config)`` loads a bundle as the agent would at start (the service passes
     its own loader) and raises :class:`ModelError` if it would not run; ``on_applied(stream,
-    sha256)`` is called after a bundle was installed.
+    sha256)`` is called after a bundle was installed live, ``on_shadow(stream)`` after one
+    was installed as a shadow. ``reply(topic, body, correlation)`` publishes a request's
+    answer to its MQTT 5 response topic.
     """
 
     def __init__(
@@ -71,6 +81,8 @@ class ModelUpdater:
         publish: Callable[[str, bytes], None],
         on_applied: Callable[[str, str], None],
         check: Callable[[StreamConfig], Bundle] = _default_check,
+        on_shadow: Callable[[str], None] = lambda _stream: None,
+        reply: Optional[Callable[[str, bytes, Optional[bytes]], None]] = None,
     ) -> None:
         self.cfg = cfg
         topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
@@ -78,20 +90,24 @@ class ModelUpdater:
         self.state_topic = topics.model_state
         self._publish = publish
         self._on_applied = on_applied
+        self._on_shadow = on_shadow
+        self._reply = reply
         self._check = check
         self._log = RateLimitedLog(logger)
         self._failed: set[str] = set()  #: sha256 of bundles rolled back after failing in use.
         self._failed_lock = threading.Lock()
-        self._requests: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=8)
+        self._requests: queue.Queue[Optional[tuple[bytes, Optional[Reply]]]]
+        self._requests = queue.Queue(maxsize=8)
         self._thread = threading.Thread(target=self._work, name="model-updates", daemon=True)
         self._thread.start()
 
-    def handle(self, payload: bytes, _arrived: float) -> None:
-        """MQTT thread: queue the request (a full queue refuses it, with a state message)."""
+    def handle(self, payload: bytes, _arrived: float, reply: Optional[Reply] = None) -> None:
+        """MQTT thread: queue the request (a full queue refuses it, with a state message);
+        ``reply``: its MQTT 5 response topic and correlation data."""
         try:
-            self._requests.put_nowait(payload)
+            self._requests.put_nowait((payload, reply))
         except queue.Full:
-            self._state({"status": "rejected", "reason": "too many updates pending"})
+            self._state({"status": "rejected", "reason": "too many updates pending"}, reply)
 
     def close(self) -> None:
         self._requests.put(None)
@@ -109,34 +125,39 @@ class ModelUpdater:
 
     def _work(self) -> None:
         while True:
-            payload = self._requests.get()
-            if payload is None:
+            item = self._requests.get()
+            if item is None:
                 return
+            payload, reply = item
             stream, url = None, None
             if self.cfg.updates.mode == "closed":  # refused before anything is parsed
-                self._refused(_stream_name(payload), CLOSED)
+                self._refused(_stream_name(payload), CLOSED, reply)
                 continue
             try:
                 request = _parse(payload)
                 stream, url = request["stream"], request.get("url")
                 sha = self.apply(request)
             except UpdateError as exc:
-                self._refused(stream, _scrub(str(exc), url))
+                self._refused(stream, _scrub(str(exc), url), reply)
                 continue
             except Exception as exc:  # never let an update kill the thread
                 reason = _scrub(f"{type(exc).__name__}: {exc}", url)
                 logger.error("model update failed: %s", reason)
-                self._state({"stream": stream, "status": "rejected", "reason": reason})
+                self._state({"stream": stream, "status": "rejected", "reason": reason}, reply)
                 continue
-            self._state({"stream": stream, "status": "applied", "sha256": sha})
-            self._on_applied(stream, sha)
+            shadow = {"shadow": True} if request.get("shadow") is True else {}
+            self._state({"stream": stream, "status": "applied", "sha256": sha, **shadow}, reply)
+            if shadow:
+                self._on_shadow(stream)
+            else:
+                self._on_applied(stream, sha)
 
-    def _refused(self, stream: Optional[str], reason: str) -> None:
+    def _refused(self, stream: Optional[str], reason: str, reply: Optional[Reply]) -> None:
         if reason == CLOSED:  # anyone on the broker can send these: a rate-limited line
             self._log.warning("closed", "model update refused: %s", reason)
         else:
             logger.error("model update refused: %s", reason)
-        self._state({"stream": stream, "status": "rejected", "reason": reason})
+        self._state({"stream": stream, "status": "rejected", "reason": reason}, reply)
 
     def apply(self, request: dict[str, Any]) -> str:
         """Fetch, verify, check and install one bundle; returns its sha256."""
@@ -174,30 +195,31 @@ class ModelUpdater:
             )
         if u.public_key is not None:
             _verify_signature(u.public_key, data, request.get("signature"))
-        self._install(sc, data)
+        shadow = request.get("shadow") is True
+        self._install(sc, data, shadow)
         logger.info(
-            "model update: %s@%s installed for stream %s", sc.model.stem, want[:12], sc.name
-        )
+            "model update: %s@%s installed for stream %s%s",
+            sc.model.stem, want[:12], sc.name, " as its shadow" if shadow else "",
+        )  # fmt: skip
         return str(want)
 
-    def _install(self, sc: StreamConfig, data: bytes) -> None:
-        target = sc.model
+    def _install(self, sc: StreamConfig, data: bytes, shadow: bool = False) -> None:
+        target = shadow_path(sc) if shadow else sc.model
         tmp = target.with_name(f".{target.name}.update")
         try:
-            tmp.write_bytes(data)
+            write_synced(tmp, data)
             bundle = self._check(replace(sc, model=tmp))
             if sc.features is None:
-                current = read_bundle(target, self.cfg.models.max_bytes).manifest.features
+                current = read_bundle(sc.model, self.cfg.models.max_bytes).manifest.features
                 if bundle.manifest.features != current:
                     raise UpdateError(
                         f"bundle wants features {', '.join(bundle.manifest.features)}, the "
                         f"stream runs {', '.join(current)}"
                     )
-            if not self.cfg.updates.allow_downgrade:
-                _refuse_older(bundle, target, self.cfg.models.max_bytes)
-            if target.exists():
-                previous = target.with_name(target.name + ".previous")
-                shutil.copyfile(target, previous)  # streamed: no whole-file read
+            if not self.cfg.updates.allow_downgrade:  # a shadow is on its way to live
+                _refuse_older(bundle, sc.model, self.cfg.models.max_bytes)
+            if not shadow:
+                keep_previous(target)
             os.replace(tmp, target)
         except ModelError as exc:
             text = str(exc).replace(f"model {tmp}", "the bundle").replace(str(tmp), "the bundle")
@@ -211,9 +233,12 @@ class ModelUpdater:
             if tmp.exists():
                 tmp.unlink()
 
-    def _state(self, body: dict[str, Any]) -> None:
-        body = {"device": self.cfg.device.id, "time": time.time(), **body}
-        self._publish(self.state_topic, json.dumps(body).encode())
+    def _state(self, body: dict[str, Any], reply: Optional[Reply] = None) -> None:
+        """Publish ``body`` on the state topic, and to the request's response topic."""
+        data = json.dumps({"device": self.cfg.device.id, "time": time.time(), **body}).encode()
+        self._publish(self.state_topic, data)
+        if reply is not None and self._reply is not None:
+            self._reply(reply.topic, data, reply.correlation)
 
 
 def _parse(payload: bytes) -> dict[str, Any]:
@@ -235,6 +260,8 @@ def _parse(payload: bytes) -> dict[str, Any]:
             raise UpdateError(f"'data' is not base64: {exc}") from exc
     elif not isinstance(request["url"], str):
         raise UpdateError("'url' must be a string")
+    if not isinstance(request.get("shadow", False), bool):
+        raise UpdateError("'shadow' must be true (install as the stream's shadow) or false")
     request["sha256"] = request["sha256"].lower()
     return request
 
@@ -297,6 +324,33 @@ def _refuse_older(bundle: Bundle, target: Path, max_bytes: int) -> None:
         )
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk (before a rename publishes it)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def keep_previous(model: Path) -> None:
+    """Copy ``model`` (if there) to ``<model>.previous``, streamed, before it is replaced."""
+    if model.exists():
+        shutil.copyfile(model, model.with_name(model.name + ".previous"))
+
+
+def replace_file(source: Path, target: Path) -> None:
+    """Replace ``target`` with a copy of ``source`` atomically: a temporary file beside it,
+    synced to disk, renamed over it. Raises :class:`OSError`."""
+    tmp = target.with_name(f".{target.name}.replace")
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def restore_previous(model: Path) -> bool:
     """Put ``<model>.previous`` back in place of ``model`` (atomically, keeping the copy).
 
@@ -306,12 +360,7 @@ def restore_previous(model: Path) -> bool:
     previous = model.with_name(model.name + ".previous")
     if not previous.is_file():
         return False
-    tmp = model.with_name(f".{model.name}.rollback")
-    try:
-        shutil.copyfile(previous, tmp)
-        os.replace(tmp, model)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_file(previous, model)
     return True
 
 

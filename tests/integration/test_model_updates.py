@@ -25,9 +25,9 @@ from tests.support.agents import start_agent
 from tests.support.brokers import MosquittoBroker
 from tests.support.configs import agent_config, topic_stream
 from tests.support.mqtt import Subscriber
-from tests.support.paths import DATA_DIR, DEMO_DIR
+from tests.support.paths import DATA_DIR
 
-DEMO = DEMO_DIR / "room.tflite"
+DEMO = DATA_DIR / "room_demo.tflite"  #: older than room_float32.tflite
 OTHER = DATA_DIR / "room_float32.tflite"  # same features, another bundle
 
 

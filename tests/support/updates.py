@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from sensorcast.agent.forecast.manifest import read_manifest_bytes
 
-from tests.support.paths import DATA_DIR, DEMO_DIR
+from tests.support.paths import DATA_DIR
 
 __all__ = [
     "DEMO",
@@ -29,7 +29,7 @@ __all__ = [
     "write_key",
 ]
 
-DEMO = DEMO_DIR / "room.tflite"  #: created 2026-11-24T00:35:18Z
+DEMO = DATA_DIR / "room_demo.tflite"  #: created 2026-11-24T00:35:18Z
 NEWER = DATA_DIR / "room_float32.tflite"  #: same features, created 00:37:36Z
 
 Respond = Callable[[http.server.BaseHTTPRequestHandler], None]

@@ -18,12 +18,14 @@ from sensorcast.agent.config import Config, config_warnings, load_config
 from sensorcast.agent.control.download import DownloadError, download, redact_url
 from sensorcast.agent.control.updates import ModelUpdater, restore_previous
 from sensorcast.agent.errors import ConfigError
+from sensorcast.agent.publish.mqtt5 import Reply
 
 from tests.support.configs import agent_config, topic_stream
 from tests.support.updates import (
     DEMO,
     NEWER,
     answer,
+    created,
     http_server,
     patch_manifest,
     request,
@@ -51,8 +53,13 @@ class Updater:
         self.cfg: Config = load_config(path)
         self.states: list[dict[str, Any]] = []
         self.applied: list[tuple[str, str]] = []
+        self.shadowed: list[str] = []  # streams a bundle was installed for as the shadow
+        self.replies: list[tuple[str, bytes, bytes | None]] = []
         self._cond = threading.Condition()
-        self.updater = ModelUpdater(self.cfg, self._publish, self._applied)
+        self.updater = ModelUpdater(
+            self.cfg, self._publish, self._applied, on_shadow=self.shadowed.append,
+            reply=lambda topic, body, corr: self.replies.append((topic, body, corr)),
+        )  # fmt: skip
 
     def _applied(self, stream: str, sha256: str) -> None:
         self.applied.append((stream, sha256))
@@ -63,10 +70,12 @@ class Updater:
             self.states.append(json.loads(body))
             self._cond.notify_all()
 
-    def ask(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
-        """Send one request, wait for its outcome."""
+    def ask(self, body: dict[str, Any] | bytes, reply: Reply | None = None) -> dict[str, Any]:
+        """Send one request (with an MQTT 5 response topic, if ``reply``), wait for its
+        outcome."""
         n = len(self.states)
-        self.updater.handle(body if isinstance(body, bytes) else json.dumps(body).encode(), 0.0)
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.updater.handle(payload, 0.0, reply)
         with self._cond:
             assert self._cond.wait_for(lambda: len(self.states) > n, 60), "no state published"
             return self.states[-1]
@@ -290,3 +299,48 @@ def test_restore_previous(tmp_path: Path) -> None:
     assert restore_previous(model)
     assert model.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room.tflite", "room.tflite.previous"]
+
+
+def _dated(bundle: bytes, old: str, new: str) -> bytes:
+    """``bundle`` with ``old`` replaced by ``new`` in its manifest's created time."""
+    text = created(bundle)
+    return patch_manifest(bundle, text, text.replace(old, new))
+
+
+def test_a_shadow_request_installs_the_shadow_and_leaves_the_live_model(make: Any) -> None:
+    u = make({"allow_unsigned": True}, model=NEWER)
+    shadow = u.model.with_name("room.tflite.shadow")
+    candidate = _dated(NEWER.read_bytes(), "00:37:36", "00:38:36")
+    state = u.ask(request(candidate, shadow=True))
+    assert state["status"] == "applied" and state["shadow"] is True, state
+    assert shadow.read_bytes() == candidate and u.model.read_bytes() == NEWER.read_bytes()
+    assert sorted(p.name for p in u.model.parent.iterdir()) == ["room.tflite", shadow.name]
+    assert u.shadowed == ["room"] and u.applied == []  # no trial of the live model
+    # The same rules as for the live model: no downgrade (against the live model) ...
+    older = _dated(NEWER.read_bytes(), "2026-", "2025-")
+    state = u.ask(request(older, shadow=True))
+    assert state["status"] == "rejected" and "older than the running model" in state["reason"]
+    # ... the digest, and a "shadow" that means what it says.
+    assert "digest mismatch" in u.ask({**request(older, shadow=True), "sha256": "0" * 64})["reason"]
+    assert "'shadow' must be true" in u.ask(request(candidate, shadow="yes"))["reason"]
+    assert shadow.read_bytes() == candidate and u.shadowed == ["room"]
+
+
+def test_a_shadow_request_on_a_closed_device_is_refused(make: Any) -> None:
+    u = make()
+    state = u.ask(request(NEWER.read_bytes(), shadow=True))
+    assert state["status"] == "rejected" and "updates.public_key" in state["reason"]
+    assert not u.model.with_name("room.tflite.shadow").exists()
+
+
+def test_the_state_goes_to_the_response_topic_with_the_correlation_data(make: Any) -> None:
+    u = make({"allow_unsigned": True}, model=NEWER)
+    candidate = _dated(NEWER.read_bytes(), "00:37:36", "00:38:36")
+    state = u.ask(request(candidate), Reply("answers/me", b"\x00req-1"))
+    assert state["status"] == "applied"
+    ((topic, body, correlation),) = u.replies
+    assert (topic, json.loads(body), correlation) == ("answers/me", state, b"\x00req-1")
+    refused = u.ask(b"{not json", Reply("answers/me", None))
+    assert u.replies[-1] == ("answers/me", json.dumps(refused).encode(), None)
+    u.ask(request(candidate))  # no response topic: the state topic only
+    assert len(u.replies) == 2
