@@ -10,7 +10,6 @@ only as fast as it forecasts, so the broker holds the backlog, not the agent's m
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import queue
 import select
@@ -25,10 +24,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sensorcast.agent.config import MqttConfig
 from sensorcast.agent.errors import PublishError
-from sensorcast.agent.publish.mqtt5 import reply_of
+from sensorcast.agent.publish.connecting import TCP_CONNECT_S, answers_mqtt311, configure
+from sensorcast.agent.publish.mqtt5 import Stamps, reply_of
 from sensorcast.agent.publish.refusals import hint, unanswered, wrong_protocol
 
-__all__ = ["MessageHandler", "MqttLink"]
+__all__ = ["TCP_CONNECT_S", "MessageHandler", "MqttLink"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ MessageHandler = Callable[[bytes, float], None]
 #: up in the broker and cannot starve the loop.
 READS_PER_POLL = 64
 MISC_S = 0.25  #: How often keepalive and reconnecting are looked after, seconds.
-TCP_CONNECT_S = 5.0  #: Longest a reconnect attempt may hold the loop (unreachable host).
 UNSUPPORTED_PROTOCOL = 0x84  #: CONNACK reason (3.1.1's return code 1): wrong MQTT version.
 
 
@@ -69,7 +68,7 @@ class MqttLink:
             self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             self._connect_props.SessionExpiryInterval = cfg.session_expiry_s
         self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
-        _configure(self._client, cfg)
+        configure(self._client, cfg)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
@@ -84,6 +83,7 @@ class MqttLink:
             collections.deque()
         )
         self.wake: Optional[Callable[[], None]] = None
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()  # call_soon
         self._handled = 0  # packets that reached a callback: tells a busy socket from a dry one
         self._started = False  # connect() succeeded: from now on, reconnect when lost
         self._next_misc = 0.0
@@ -96,6 +96,9 @@ class MqttLink:
         self.on_connected: list[Callable[[], None]] = []
         #: If set, asked before each incoming message is handled; False drops it (load shedding).
         self.gate: Optional[Callable[[], bool]] = None
+        #: The properties of what it publishes (content type, schema, a forecast's expiry),
+        #: set by whoever knows the streams (``telemetry.report.Reporter``).
+        self.stamps: Optional[Stamps] = None
         self._connack = False
         self._connack_reason: Any = None
         self.connected = False
@@ -188,32 +191,8 @@ class MqttLink:
         self._client.disconnect()
         # A 3.1.1-only broker may not answer an MQTT 5 CONNECT at all (amqtt reads its
         # properties as the payload and waits for more), or hang up: ask it in 3.1.1.
-        mqtt311_only = self.cfg.protocol == "5" and self._answers_mqtt311()
+        mqtt311_only = self.cfg.protocol == "5" and answers_mqtt311(self.cfg)
         return unanswered(where, self.cfg, closed=closed, mqtt311_only=mqtt311_only)
-
-    def _answers_mqtt311(self) -> bool:
-        """Whether the broker answers an MQTT 3.1.1 CONNECT (with any CONNACK, a refusal
-        too) within the TCP connect limit. A clean session of its own, no will."""
-        answered: list[bool] = []
-        probe = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{self.cfg.client_id}-probe",
-            protocol=paho.MQTTv311,
-            clean_session=True,
-        )
-        _configure(probe, self.cfg)
-        probe.on_connect = lambda *_args: answered.append(True)
-        deadline = time.monotonic() + TCP_CONNECT_S
-        try:
-            probe.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-            while not answered and probe.socket() is not None and time.monotonic() < deadline:
-                probe.loop(0.1)
-        except (OSError, ValueError):  # ssl.SSLError is an OSError
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                probe.disconnect()
-        return bool(answered)
 
     def socket(self) -> Optional[Socket]:
         """The broker connection's socket, None while disconnected."""
@@ -224,13 +203,7 @@ class MqttLink:
         """Wait up to ``timeout`` s for the broker (or for ``extra`` to be readable), then
         do paho's reading, writing, keepalive and reconnecting. Returns True if ``extra``
         is readable (another thread woke the loop)."""
-        while self._later:  # from other threads: publish in this one
-            topic, payload, qos, retain, correlation = self._later.popleft()
-            props: Any = None
-            if correlation is not None and self.cfg.protocol == "5":
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.CorrelationData = correlation
-            self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        self._from_other_threads()
         sock = self._client.socket()
         readable = self._wait(sock, extra, timeout)
         client = self._client
@@ -247,6 +220,24 @@ class MqttLink:
         if time.monotonic() >= self._next_misc:
             self._maintain()
         return extra is not None and extra in readable
+
+    def _from_other_threads(self) -> None:
+        """What other threads asked for (:meth:`call_soon`, :meth:`publish_later`), done in
+        the loop's thread."""
+        while self._calls:  # from other threads: run in this one
+            try:
+                self._calls.popleft()()
+            except Exception:  # another thread's job must not break the loop
+                logger.exception("in a call from another thread")
+        while self._later:  # from other threads: publish in this one
+            topic, payload, qos, retain, correlation = self._later.popleft()
+            stamps, props = self.stamps, None
+            if stamps is not None:
+                props = stamps.properties(topic, None, time.time(), "model_state", correlation)
+            elif correlation is not None and self.cfg.protocol == "5":
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.CorrelationData = correlation
+            self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
     def _wait(self, sock: Optional[Any], extra: Optional[Socket], timeout: float) -> list[Any]:
         """Up to ``timeout`` s for the broker's socket or ``extra``: the readable ones."""
@@ -274,8 +265,17 @@ class MqttLink:
         correlation: Optional[bytes] = None,
     ) -> None:
         """Publish from another thread: the loop sends it at its next turn. ``correlation``:
-        MQTT 5 correlation data to send with it (the answer to a request's ``Reply``)."""
+        MQTT 5 correlation data to send with it (the answer to a request's ``Reply``). Its
+        MQTT 5 properties are those of its topic's JSON; on another topic (a request's
+        response topic) those of ``model/state``, the only answer the agent gives."""
         self._later.append((topic, payload, qos, retain, correlation))
+        if self.wake is not None:
+            self.wake()
+
+    def call_soon(self, job: Callable[[], None]) -> None:
+        """Run ``job()`` in the loop's thread at its next turn (call from any thread): for
+        another thread that needs what only the loop may touch."""
+        self._calls.append(job)
         if self.wake is not None:
             self.wake()
 
@@ -311,9 +311,19 @@ class MqttLink:
         self._next_attempt = now + self._delay
         self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
-        """Queue a message with paho; returns paho's ``MQTTMessageInfo``."""
-        return self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        queued_at: Optional[float] = None,
+    ) -> Any:
+        """Queue a message with paho; returns paho's ``MQTTMessageInfo``. ``queued_at``:
+        when it was put in the outbox (Unix s), which shortens a forecast's MQTT 5 expiry."""
+        stamps = self.stamps
+        props = stamps.properties(topic, queued_at, time.time()) if stamps else None
+        return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish ``offline`` (retained), wait for it, and disconnect cleanly."""
@@ -378,20 +388,3 @@ class MqttLink:
         self._attempt_started = None
         if self._started and not self._closing:
             self._schedule(time.monotonic())
-
-
-def _configure(client: paho.Client, cfg: MqttConfig) -> None:
-    """Credentials, TLS and the TCP connect limit, as the config says."""
-    client.connect_timeout = min(cfg.connect_timeout_s, TCP_CONNECT_S)
-    if cfg.username is not None:
-        password = cfg.password.reveal() if cfg.password is not None else None
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls:
-        client.tls_set(
-            ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-            certfile=str(cfg.cert_file) if cfg.cert_file else None,
-            keyfile=str(cfg.key_file) if cfg.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        # Hostname verification stays on unless the user turned it off explicitly.
-        client.tls_insecure_set(cfg.tls_insecure)

@@ -37,11 +37,11 @@ import contextlib
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from sensorcast.agent.publish import outbox_db
+from sensorcast.agent.publish.outbox_db import Message
 
 __all__ = ["Message", "Outbox"]
 
@@ -53,17 +53,6 @@ MAX_STAGED = 100  #: Messages staged before :meth:`Outbox.put` commits by itself
 DROP_LOG_S = 10.0  #: At most one "dropped" warning this often, seconds.
 RETRY_MIN_S = 30.0  #: First retry of the database after it failed, seconds; then doubling...
 RETRY_MAX_S = 300.0  #: ... up to this, seconds.
-
-
-@dataclass(frozen=True)
-class Message:
-    """One queued message; ``id`` increases in the order messages were put."""
-
-    id: int
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
 
 
 class Outbox:
@@ -125,18 +114,20 @@ class Outbox:
 
     def put(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
         """Store a message; returns its id. Drops the oldest when over a bound."""
+        created = time.time()  # wall clock: the age must survive a restart
         if self._db is not None:
             try:
                 cur = self._db.execute(  # staged: committed before it is handed out to send
-                    "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                    (topic, payload, qos, int(retain)),
+                    "INSERT INTO outbox (topic, payload, qos, retain, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (topic, payload, qos, int(retain), created),
                 )
             except sqlite3.Error as exc:
                 self._degrade(f"cannot write: {exc}")
             else:
                 msg_id = int(cur.lastrowid or 0)
                 self._next_id = msg_id + 1  # memory ids go on from here if the disk fails
-                msg = Message(msg_id, topic, payload, qos, retain)
+                msg = Message(msg_id, topic, payload, qos, retain, created)
                 self._staged.append(msg)
                 self._cache[msg_id] = msg
                 if len(self._cache) > CACHE_MESSAGES:
@@ -152,7 +143,7 @@ class Outbox:
                 return msg_id
         msg_id = self._next_id
         self._next_id += 1
-        self._memory[msg_id] = Message(msg_id, topic, payload, qos, retain)
+        self._memory[msg_id] = Message(msg_id, topic, payload, qos, retain, created)
         self._count += 1
         self._bytes += len(payload)
         self._enforce_bounds()
@@ -211,11 +202,10 @@ class Outbox:
         elif self._db is not None:
             try:
                 rows = self._db.execute(
-                    "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? "
-                    "ORDER BY id LIMIT ?",
+                    f"SELECT {outbox_db.COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                     (after, limit),
                 ).fetchall()
-                out = [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+                out = [Message.of_row(r) for r in rows]
             except sqlite3.Error as exc:
                 self._degrade(f"cannot read: {exc}")
         if len(out) < limit:
@@ -269,11 +259,7 @@ class Outbox:
             # What the database still holds was carried into memory when it failed (and some
             # of it acked since): memory is the truth. New ids go on above every id handed
             # out in memory, acked ones included: the sender asks for ids above the last sent.
-            outbox_db.replace_all(
-                db,
-                [(m.id, m.topic, m.payload, m.qos, int(m.retain)) for m in moving],
-                self._next_id - 1,
-            )
+            outbox_db.replace_all(db, [m.row() for m in moving], self._next_id - 1)
         except (sqlite3.Error, OSError) as exc:
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -348,7 +334,7 @@ class Outbox:
         # A failed commit may have rolled the staged messages back: they come from memory.
         try:
             rows = self._db.execute(
-                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id"
+                f"SELECT {outbox_db.COLUMNS} FROM outbox ORDER BY id"
             ).fetchall()
         except sqlite3.Error as exc:
             rows = []
@@ -356,7 +342,7 @@ class Outbox:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._db = None
-        found = {r[0]: Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows}
+        found = {r[0]: Message.of_row(r) for r in rows}
         found.update((m.id, m) for m in self._staged if m.id not in self._deleted)
         for msg_id in self._deleted:
             found.pop(msg_id, None)

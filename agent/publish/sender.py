@@ -33,6 +33,10 @@ class OutboxSender:
     135 "not authorized" from an ACL) leaves the outbox too, counted in :attr:`refused`
     and logged (rate-limited, with the topic and the reason): the same message would be
     refused again, and retrying it would hold up every message behind it.
+
+    Each message goes out with the time it was put (``Message.created``): in MQTT 5 a
+    forecast's expiry is its staleness limit less the time it waited
+    (:class:`~sensorcast.agent.publish.mqtt5.Stamps`).
     """
 
     def __init__(self, outbox: Outbox, link: MqttLink, max_inflight: int = 20) -> None:
@@ -64,7 +68,9 @@ class OutboxSender:
         if self.outbox.depth <= len(self._inflight) and not self.outbox.dropped:
             return
         for msg in self.outbox.pending(after=self._last_sent, limit=room):
-            info = self._link.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            info = self._link.publish(
+                msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, queued_at=msg.created
+            )
             if msg.qos == 0:
                 if info.rc != 0:  # not connected after all; try again next time
                     return

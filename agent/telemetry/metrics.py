@@ -3,17 +3,24 @@
 The main loop only bumps the plain counters of :mod:`~sensorcast.agent.telemetry.stats` (no
 locks, no library on the hot path). :func:`snapshot` reads them into a dict, which the agent
 publishes as JSON on ``<prefix>/<device>/metrics`` every ``metrics.interval_s``, and which a
-Prometheus collector (``prometheus-client``, optional: ``pip install
-'sensorcast[metrics]'``) turns into metric families when scraped.
+Prometheus collector (:mod:`~sensorcast.agent.telemetry.prometheus`; ``prometheus-client``,
+optional: ``pip install 'sensorcast[metrics]'``) turns into metric families when scraped,
+beside prometheus-client's standard process, platform and garbage-collector families.
+
+Reading a stream's quality figures refreshes its tracker's scores, which only the main loop
+may do: the snapshot a scrape gets is made by the loop
+(:meth:`~sensorcast.agent.telemetry.report.Reporter.snapshot`).
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
+from sensorcast.agent import __version__
 from sensorcast.agent.config import MetricsConfig
 from sensorcast.agent.errors import ConfigError
 from sensorcast.agent.publish.link import MqttLink
@@ -38,25 +45,17 @@ def snapshot(
 
     ``shed`` counts reading batches (or MQTT messages) dropped because the loop was behind.
     """
-    out: dict[str, Any] = {}
-    for s in streams:
-        quality = s.quality
-        out[s.name] = {
-            **s.counters(),
-            "model": s.label,
-            "quantization": s.manifest.quantization,
-            "last_forecast": s.last_forecast,
-            "latency": {
-                "count": s.latency.count,
-                "sum_s": s.latency.sum,
-                "buckets": s.latency.cumulative(),
-            },
-            "quality_ratio": quality.ratio() if quality is not None else None,
-            "drift": bool(quality is not None and quality.drifting),
-        }
+    stamps = link.stamps
+    runtime = streams[0].forecaster.runtime if streams else None
     return {
         "device": device,
         "time": time.time(),
+        "build": {
+            "version": __version__,
+            "python": platform.python_version(),
+            "runtime": runtime.name if runtime is not None else None,
+            "runtime_version": runtime.version if runtime is not None else None,
+        },
         "connected": link.connected,
         "reconnects": link.reconnects,
         "shed": shed,
@@ -67,9 +66,44 @@ def snapshot(
             "dropped": outbox.dropped,
             "sent": sender.sent,
             "refused": sender.refused,  # by the broker (MQTT 5), not retried
+            "late": stamps.late if stamps is not None else 0,  # sent past the staleness limit
             "degraded": outbox.degraded,
         },
-        "streams": out,
+        "streams": {s.name: _stream(s) for s in streams},
+    }
+
+
+def _stream(s: StreamView) -> dict[str, Any]:
+    """One stream's part of the snapshot."""
+    quality, shadow = s.quality, s.shadow
+    maes = shadow.maes() if shadow is not None else None
+    return {
+        **s.counters(),
+        # each source message (an MQTT message, a line, a read) may carry several readings:
+        # "accepted" counts values, this counts messages
+        "input_messages": sum(source.messages for source in s.sources),
+        "model": s.label,
+        "quantization": s.manifest.quantization,
+        "last_forecast": s.last_forecast,
+        "latency": {
+            "count": s.latency.count,
+            "sum_s": s.latency.sum,
+            "buckets": s.latency.cumulative(),
+        },
+        "quality_ratio": quality.ratio() if quality is not None else None,
+        "drift": bool(quality is not None and quality.drifting),
+        "level": quality.level if quality is not None else None,
+        "coverage": quality.coverage_mean() if quality is not None else None,
+        "skill": quality.skill() if quality is not None else {},
+        "anomaly": bool(s.anomaly is not None and s.anomaly.active),
+        "fallback": s.fallback_active,
+        "shadow": None
+        if shadow is None
+        else {
+            "model": shadow.label,
+            # shadow MAE / live MAE on the same actuals: below 1, the shadow does better
+            "mae_ratio": maes[0] / maes[1] if maes is not None and maes[1] > 0 else None,
+        },
     }
 
 
@@ -96,96 +130,25 @@ def start_prometheus(
 
 
 def serve_prometheus(get: Callable[[], dict[str, Any]], address: str, port: int) -> Any:
-    """Start prometheus-client's HTTP server with a collector over ``get()``; returns it."""
+    """Start prometheus-client's HTTP server with a collector over ``get()`` (and the
+    standard process, platform and garbage-collector metrics); returns it."""
     try:
-        from prometheus_client import CollectorRegistry, start_http_server
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-            InfoMetricFamily,
+        from prometheus_client import (
+            GC_COLLECTOR,
+            PLATFORM_COLLECTOR,
+            PROCESS_COLLECTOR,
+            CollectorRegistry,
+            start_http_server,
         )
+        from sensorcast.agent.telemetry.prometheus import SnapshotCollector
     except ImportError as exc:
         raise ImportError(
             "metrics.prometheus_port needs prometheus-client: pip install 'sensorcast[metrics]'"
         ) from exc
-
-    class Collector:
-        def collect(self) -> Iterator[Any]:
-            data = get()
-            up = GaugeMetricFamily("sensorcast_connected", "1 while connected to the broker")
-            up.add_metric([], 1.0 if data["connected"] else 0.0)
-            yield up
-            yield CounterMetricFamily(
-                "sensorcast_reconnects", "Reconnects to the broker", value=data["reconnects"]
-            )
-            yield CounterMetricFamily(
-                "sensorcast_shed", "Reading batches dropped under load", value=data["shed"]
-            )
-            box = data["outbox"]
-            depth = GaugeMetricFamily("sensorcast_outbox_depth", "Forecasts waiting for an ack")
-            depth.add_metric([], box["depth"])
-            yield depth
-            high = GaugeMetricFamily("sensorcast_outbox_high_water", "Most waiting at once")
-            high.add_metric([], box["high_water"])
-            yield high
-            yield CounterMetricFamily(
-                "sensorcast_outbox_dropped",
-                "Dropped when the outbox was full",
-                value=box["dropped"],
-            )
-            yield CounterMetricFamily(
-                "sensorcast_published", "Forecasts handed to the broker", value=box["sent"]
-            )
-            yield CounterMetricFamily(
-                "sensorcast_refused", "Forecasts the broker refused", value=box["refused"]
-            )
-            degraded = GaugeMetricFamily("sensorcast_outbox_degraded", "1: memory only")
-            degraded.add_metric([], 1.0 if box["degraded"] else 0.0)
-            yield degraded
-
-            s = ["stream"]
-            accepted = CounterMetricFamily("sensorcast_readings_accepted", "Readings", labels=s)
-            rejected = CounterMetricFamily(
-                "sensorcast_readings_rejected", "Readings rejected", labels=["stream", "reason"]
-            )
-            forecasts = CounterMetricFamily("sensorcast_forecasts", "Forecasts made", labels=s)
-            beyond = CounterMetricFamily(
-                "sensorcast_forecasts_out_of_range",
-                "Forecasts made from a window outside the model's verified range",
-                labels=s,
-            )
-            last = GaugeMetricFamily(
-                "sensorcast_last_forecast_timestamp_seconds", "Window end of the latest", labels=s
-            )
-            model = InfoMetricFamily(
-                "sensorcast_model", "The bundle a stream runs", labels=["stream"]
-            )
-            ratio = GaugeMetricFamily(
-                "sensorcast_forecast_error_ratio", "Rolling error / promised error", labels=s
-            )
-            drift = GaugeMetricFamily("sensorcast_drift", "1 while drifting", labels=s)
-            latency = HistogramMetricFamily(
-                "sensorcast_inference_seconds", "Time per forecast (model invoke)", labels=s
-            )
-            for name, st in data["streams"].items():
-                accepted.add_metric([name], st["accepted"])
-                for reason, n in st["rejected"].items():
-                    rejected.add_metric([name, reason], n)
-                forecasts.add_metric([name], st["forecasts"])
-                beyond.add_metric([name], st["forecasts_out_of_range"])
-                if st["last_forecast"] is not None:
-                    last.add_metric([name], st["last_forecast"])
-                model.add_metric([name], {"model": st["model"], "quantization": st["quantization"]})
-                if st["quality_ratio"] is not None:
-                    ratio.add_metric([name], st["quality_ratio"])
-                drift.add_metric([name], 1.0 if st["drift"] else 0.0)
-                lat = st["latency"]
-                latency.add_metric([name], lat["buckets"], sum_value=lat["sum_s"])
-            yield from (accepted, rejected, forecasts, beyond, last, model, ratio, drift, latency)
-
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector())
+    registry.register(SnapshotCollector(get))
+    for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(standard)  # they only read the process; one instance serves all
     server = start_http_server(port, addr=address, registry=registry)
     logger.info("Prometheus metrics on http://%s:%d/metrics", address, port)
     return server

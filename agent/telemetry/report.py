@@ -11,28 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 from sensorcast.agent.config import Config
-from sensorcast.agent.control.homeassistant import discovery_messages
+from sensorcast.agent.control.homeassistant import discovery_messages, expire_after_s
 from sensorcast.agent.logutil import RateLimitedLog
 from sensorcast.agent.publish.link import MqttLink
+from sensorcast.agent.publish.mqtt5 import Stamps
 from sensorcast.agent.publish.outbox import Outbox
 from sensorcast.agent.publish.sender import OutboxSender
 from sensorcast.agent.publish.topics import Topics
 from sensorcast.agent.sources.inbox import Inbox
+from sensorcast.agent.telemetry.anomaly import iso_utc
 from sensorcast.agent.telemetry.health import HealthFile
 from sensorcast.agent.telemetry.metrics import snapshot
 from sensorcast.agent.telemetry.sdnotify import Notifier
 from sensorcast.agent.telemetry.stats import StreamView
 
-__all__ = ["QUALITY_S", "Heartbeat", "Reporter", "log_summary"]
+__all__ = ["QUALITY_S", "SNAPSHOT_WAIT_S", "Heartbeat", "Reporter", "log_summary"]
 
 logger = logging.getLogger(__name__)
 
 QUALITY_S = 60.0  #: At most one quality report per stream this often, seconds (unless drift).
+SNAPSHOT_WAIT_S = 2.0  #: Longest a scrape waits for the loop to make a snapshot, seconds.
 
 
 class Reporter:
@@ -56,16 +60,66 @@ class Reporter:
         self.sender = sender
         self.inbox = inbox
         self.streams = streams
+        self._owner = threading.get_ident()  # the loop's thread
+        self._last_snapshot: Optional[dict[str, Any]] = None
+        # MQTT 5 properties of everything published; a forecast's expiry is the staleness
+        # limit Home Assistant is told (both from the stream's period)
+        link.stamps = Stamps(self.topics, self.staleness_s, cfg.mqtt.protocol == "5")
         link.on_connected.append(self.publish_discovery)
         if cfg.homeassistant.enabled:
             topic = cfg.homeassistant.status_topic
             link.subscribe(topic, self.homeassistant_status, qos=1, gated=False)
 
+    def staleness_s(self, stream: str) -> Optional[int]:
+        """How long a forecast of ``stream`` counts as current, seconds (Home Assistant's
+        ``expire_after``, from the running bundle's period); None for no such stream."""
+        for s in self.streams:
+            if s.name == stream:
+                return expire_after_s(s.manifest.period_s)
+        return None
+
     def snapshot(self) -> dict[str, Any]:
-        """The metrics snapshot (:func:`~sensorcast.agent.telemetry.metrics.snapshot`)."""
-        return snapshot(
+        """The metrics snapshot (:func:`~sensorcast.agent.telemetry.metrics.snapshot`); safe
+        from any thread (a Prometheus scrape)."""
+        if threading.get_ident() == self._owner:
+            return self._snapshot()
+        # Reading the streams' quality refreshes their scores: only the loop may. It makes
+        # the snapshot at its next turn; a loop that does not answer in time (stalled, or not
+        # running yet) gets the last one it made, which says how old it is ("time").
+        made: list[dict[str, Any]] = []
+        done = threading.Event()
+
+        def make() -> None:
+            made.append(self._snapshot())
+            done.set()
+
+        self.link.call_soon(make)
+        if done.wait(SNAPSHOT_WAIT_S):
+            return made[0]
+        last = self._last_snapshot
+        return last if last is not None else self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        self._last_snapshot = snapshot(
             self.cfg.device.id, self.link, self.inbox.shed, self.outbox, self.sender, self.streams
         )
+        return self._last_snapshot
+
+    def quality_body(self, stream: StreamView) -> Optional[dict[str, Any]]:
+        """The quality message of ``stream`` (None without a quality tracker): the tracker's
+        report, and what the stream does about it now (``fallback``: the baseline published
+        in the model's place, ``anomaly``: one is open, ``anomalies``: started since the
+        start, ``shadow``: the shadow model's report)."""
+        if stream.quality is None:
+            return None
+        now = time.time()
+        body = stream.quality.report(stream.name, stream.label, now)
+        body["time_iso"] = iso_utc(now)
+        body["fallback"] = stream.cfg.fallback if stream.fallback_active else None
+        body["anomaly"] = stream.anomaly is not None and stream.anomaly.active
+        body["anomalies"] = stream.anomalies
+        body["shadow"] = stream.shadow.report() if stream.shadow is not None else None
+        return body
 
     def publish_metrics(self) -> None:
         """The snapshot as JSON on ``<prefix>/<device>/metrics`` (retained)."""
@@ -85,7 +139,7 @@ class Reporter:
         if stream.quality is None or not self.link.connected:
             return
         stream.quality_sent = time.monotonic()
-        body = stream.quality.report(stream.name, stream.label, time.time())
+        body = self.quality_body(stream)
         topic = self.topics.quality(stream.name)
         self.link.publish(topic, json.dumps(body).encode(), qos=self.cfg.mqtt.qos, retain=True)
 

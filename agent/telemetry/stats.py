@@ -8,13 +8,24 @@ tests read them through :meth:`StreamStats.as_dict`, one shape for all three.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, Protocol
 
+from sensorcast.agent.config import StreamConfig
 from sensorcast.agent.forecast.manifest import Manifest
+from sensorcast.agent.forecast.runtime import Runtime
 from sensorcast.agent.telemetry.quality import QualityTracker
 
-__all__ = ["BUCKETS", "LatencyHistogram", "StreamStats", "StreamView"]
+__all__ = [
+    "BUCKETS",
+    "AnomalyView",
+    "Counted",
+    "ForecasterView",
+    "LatencyHistogram",
+    "ShadowView",
+    "StreamStats",
+    "StreamView",
+]
 
 #: Inference latency buckets, seconds (upper bounds; +Inf implied).
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -92,6 +103,49 @@ class StreamStats:
         }
 
 
+class Counted(Protocol):
+    """A source as telemetry reads it: the input messages it parsed (MQTT messages, lines,
+    reads; each may carry several readings)."""
+
+    @property
+    def messages(self) -> int:
+        """Input messages since the start."""
+
+
+class AnomalyView(Protocol):
+    """A stream's anomaly detector as telemetry reads it."""
+
+    @property
+    def active(self) -> bool:
+        """An anomaly of the stream is open."""
+
+
+class ShadowView(Protocol):
+    """A stream's shadow model as telemetry reads it."""
+
+    @property
+    def label(self) -> str:
+        """The shadow bundle's label."""
+
+    @property
+    def quality(self) -> Optional[QualityTracker]:
+        """Its forecasts against the same actuals."""
+
+    def report(self) -> dict[str, Any]:
+        """What the quality message carries under ``"shadow"``."""
+
+    def maes(self) -> Optional[tuple[float, float]]:
+        """Its rolling MAE and the live model's, on the same actuals (None: too few yet)."""
+
+
+class ForecasterView(Protocol):
+    """A stream's forecaster as telemetry reads it."""
+
+    @property
+    def runtime(self) -> Runtime:
+        """The interpreter it runs on."""
+
+
 class StreamView(Protocol):
     """A stream as telemetry reads it (``streams.Stream`` is one). Telemetry names this
     protocol, not the stream's class, so it imports nothing that imports it."""
@@ -123,6 +177,34 @@ class StreamView(Protocol):
     @property
     def last_forecast(self) -> Optional[float]:
         """Window end of the latest forecast (Unix s)."""
+
+    @property
+    def cfg(self) -> StreamConfig:
+        """The stream's config."""
+
+    @property
+    def forecaster(self) -> ForecasterView:
+        """The running bundle's forecaster."""
+
+    @property
+    def sources(self) -> Sequence[Counted]:
+        """Where its readings come from."""
+
+    @property
+    def anomaly(self) -> Optional[AnomalyView]:
+        """Its anomaly detector, if ``quality.anomaly``."""
+
+    @property
+    def shadow(self) -> Optional[ShadowView]:
+        """Its shadow model, if one runs."""
+
+    @property
+    def fallback_active(self) -> bool:
+        """The naive baseline's forecast is published in the model's place."""
+
+    @property
+    def anomalies(self) -> int:
+        """Anomalies that started since the start."""
 
     #: When the stream's quality report was last published (monotonic s).
     quality_sent: float

@@ -82,13 +82,16 @@ def test_forecasts_the_broker_refuses_are_counted_and_logged_not_sent(
     summary = re.findall(
         r"outbox: (\d+) queued .*?, (\d+) sent, .*?(\d+) refused by the broker", stderr
     )
-    assert summary and summary[-1] == ("0", "0", str(forecasts)), summary
+    # what the outbox sent besides forecasts: the stream's anomaly state (a dropout when the
+    # readings stop), which the ACL allows
+    others = len(sub.payloads("/anomaly"))
+    assert summary and summary[-1] == ("0", str(others), str(forecasts)), summary
     warnings = [ln for ln in stderr.splitlines() if "refused the message" in ln]
     assert len(warnings) == 1 and "WARNING" in warnings[0], warnings  # rate-limited
     assert f"{topic_prefix}/acl5/room/forecast" in warnings[0]
     assert "Not authorized" in warnings[0] and "135" in warnings[0]
     metrics = json.loads(sub.payloads("/metrics")[-1])["outbox"]
-    assert metrics["sent"] == 0 and metrics["depth"] == 0
+    assert metrics["sent"] <= others and metrics["depth"] == 0
 
 
 @pytest.fixture

@@ -211,3 +211,86 @@ def test_the_wal_stays_small_on_a_small_volume(tiny_disk: Path) -> None:
     assert box.degraded is None, box.degraded
     assert largest <= 192 * 1024, largest
     box.close()
+
+
+def _old_format(path: Path, payloads: list[bytes]) -> None:
+    """An outbox file as versions before the ``created`` column wrote it."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+        "payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL)"
+    )
+    db.executemany(
+        "INSERT INTO outbox (topic, payload, qos, retain) VALUES ('t', ?, 1, 1)",
+        [(p,) for p in payloads],
+    )
+    db.execute("DELETE FROM outbox WHERE id = 2")  # acked before the upgrade
+    db.commit()
+    db.close()
+
+
+def test_an_outbox_file_of_an_older_version_is_migrated_keeping_its_messages(
+    tmp_path: Path,
+) -> None:
+    """The ``created`` column is added (their age unknown: None), the ids go on, and new
+    messages record when they were put; opening it again changes nothing."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "outbox.db"
+    _old_format(path, [b"a", b"b", b"c"])
+    box = Outbox(path)
+    assert box.degraded is None and box.depth == 2
+    old = box.pending()
+    assert [(m.id, m.payload, m.retain, m.created) for m in old] == [
+        (1, b"a", True, None),
+        (3, b"c", True, None),
+    ]
+    before = time.time()
+    new = box.put("t", b"d", qos=1)
+    assert new == 4  # after every id the old version handed out
+    box.close()
+    again = Outbox(path)
+    got = again.pending()
+    assert [m.payload for m in got] == [b"a", b"c", b"d"] and got[-1].id == new
+    created = got[-1].created
+    assert created is not None and before <= created <= time.time()
+    again.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    db.close()
+
+
+def test_a_newer_versions_outbox_file_is_read_as_it_is(tmp_path: Path) -> None:
+    """A file a later version wrote (a higher ``user_version``, a column this one does not
+    know) is used, not downgraded: after a rollback nothing queued is lost."""
+    import sqlite3
+
+    path = tmp_path / "outbox.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+        "payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL, "
+        "kind TEXT)"
+    )
+    db.execute("INSERT INTO outbox (topic, payload, qos, retain, created, kind) "
+               "VALUES ('t', X'78', 1, 0, 12.5, 'forecast')")  # fmt: skip
+    db.execute("PRAGMA user_version = 7")
+    db.commit()
+    db.close()
+    box = Outbox(path)
+    assert [(m.payload, m.created) for m in box.pending()] == [(b"x", 12.5)]
+    box.put("t", b"y", qos=1)
+    box.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 7
+    db.close()
+
+
+def test_messages_in_memory_know_when_they_were_put(tmp_path: Path) -> None:
+    """Degraded (no state directory): the time is kept all the same."""
+    box = Outbox(None)
+    box.put("t", b"x", qos=1)
+    assert box.degraded is not None and box.pending()[0].created is not None
