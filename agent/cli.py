@@ -65,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds without a sign of life (or without the broker) that count as unhealthy",
     )
 
+    promote = sub.add_parser(
+        "promote", help="make a stream's shadow model its live model (the old kept as .previous)"
+    )
+    promote.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    promote.add_argument("stream", help="the stream whose shadow becomes live")
+    promote.add_argument(
+        "--runtime", help="force an interpreter: litert, tflite-runtime, tensorflow"
+    )
+
     info = sub.add_parser("info", help="print a model bundle's manifest")
     info.add_argument("model", type=Path, help="bundle (.tflite) made by sensorcast convert")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -163,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from sensorcast.agent.config import config_warnings, load_config
+    from sensorcast.agent.control.ha_units import check_units
     from sensorcast.agent.describe import describe_inputs
     from sensorcast.agent.forecast.runtime import load_runtime
     from sensorcast.agent.streams import load_streams
@@ -172,6 +182,8 @@ def _check(args: argparse.Namespace) -> int:
     logger.debug("config %s: %d streams, log level %s", cfg.path, len(cfg.streams), cfg.log_level)
     runtime = load_runtime(args.runtime)
     streams = load_streams(cfg, runtime)
+    # units Home Assistant would reject for the device class discovery announces
+    check_units(cfg, [(s.cfg.name, s.bundle.manifest) for s in streams])
     print(f"config {cfg.path}: ok (device {cfg.device.id}, broker {cfg.mqtt.url})")
     for s in streams:
         m = s.bundle.manifest
@@ -195,6 +207,26 @@ def _health(args: argparse.Namespace) -> int:
     ok, reason = check_health(health_path(cfg.state_dir, cfg.device.id), args.max_age)
     print(reason, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else EXIT_ERROR
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from sensorcast.agent.config import load_config
+    from sensorcast.agent.control.promote import find_stream, promote
+    from sensorcast.agent.forecast.runtime import load_runtime
+    from sensorcast.agent.streams import load_model
+
+    cfg = load_config(args.config)
+    _configure_logging("WARNING")  # the one line below says what happened
+    sc, most = find_stream(cfg, args.stream), cfg.models.max_bytes
+    runtime = load_runtime(args.runtime)
+    done = promote(sc, lambda c: load_model(c, runtime, most)[0], most)
+    kept = f"{done.previous} kept as {sc.model.name}.previous" if done.previous else "no .previous"
+    print(
+        f"stream {done.stream}: {done.label} is now live ({kept}; shadow "
+        f"{'consumed' if done.consumed else 'file left in place'}); a running agent swaps it "
+        "in within 2 s (or at once on SIGHUP)"
+    )
+    return 0
 
 
 def _max_bytes(text: str) -> int:
@@ -259,6 +291,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": _check,
     "info": _info,
     "health": _health,
+    "promote": _promote,
     "bench": _bench,
     "demo": _demo,
 }

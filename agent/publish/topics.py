@@ -61,6 +61,9 @@ class Topics:
         return f"{self.prefix}/{self.device}/{stream}/anomaly"
 
 
-def discovery_topic(discovery_prefix: str, node: str, object_id: str) -> str:
-    """Home Assistant MQTT discovery: one sensor's config (retained)."""
-    return f"{discovery_prefix}/sensor/{node}/{object_id}/config"
+def discovery_topic(
+    discovery_prefix: str, node: str, object_id: str, component: str = "sensor"
+) -> str:
+    """Home Assistant MQTT discovery: one entity's config (retained); ``component`` is its
+    platform (``sensor``, ``binary_sensor``)."""
+    return f"{discovery_prefix}/{component}/{node}/{object_id}/config"

@@ -134,7 +134,7 @@ class Login:
 
 def _kind(topic: str) -> str:
     """Which of the agent's topics ``topic`` is: status, forecast, discovery, ..."""
-    if topic.startswith("homeassistant/sensor/"):
+    if topic.startswith(("homeassistant/sensor/", "homeassistant/binary_sensor/")):
         return "discovery"
     return topic.rsplit("/", 1)[-1]  # status, forecast, quality, metrics, state
 
@@ -377,8 +377,9 @@ def test_every_topic_the_agent_uses_gets_through(site: Site) -> None:
 
     want_hass = {"status", "discovery", "forecast"}
     assert site.hass.wait_for(lambda _: want_hass <= set(kinds(site.hass)), 30), kinds(site.hass)
-    discovery = kinds(site.hass)["discovery"]  # 2 per target: next step and last step
-    assert discovery >= 2 and discovery % 2 == 0
+    # 2 per target (next step, last step), 8 per stream (anomaly and diagnostics)
+    assert site.hass.wait_for(lambda _: kinds(site.hass)["discovery"] >= 10, 30), kinds(site.hass)
+    discovery = kinds(site.hass)["discovery"]
     # Home Assistant restarts: its birth message must reach the agent, which announces again.
     assert site.hass.publish("homeassistant/status", b"online") == 0
     assert site.hass.wait_for(lambda _: kinds(site.hass)["discovery"] >= 2 * discovery, 30), (
