@@ -99,7 +99,13 @@ def test_manifest_with_lying_shapes_is_rejected_when_loaded(demo_dir: Path, tmp_
 def test_output_shape_error_prints_plain_ints(tmp_path: Path) -> None:
     data = demo_manifest()
     data["horizon"] = 6
-    data["accuracy"]["forecast_mae"] = data["accuracy"]["forecast_mae"][:6]
+    accuracy = data["accuracy"]
+    for key in ("forecast_mae", "keras_forecast_mae"):
+        if key in accuracy:
+            accuracy[key] = accuracy[key][:6]
+    for tables in (accuracy.get("baselines", {}), accuracy.get("residual_quantiles", {})):
+        for name in tables:  # per-step tables, as long as the horizon
+            tables[name] = tables[name][:6]
     path = tmp_path / "short.tflite"
     path.write_bytes(bundle_bytes(data))
     with pytest.raises(ModelError, match=r"output tensor shape \(1, 12\) does not hold") as caught:

@@ -8,6 +8,7 @@ from tests.support.agents import run_cli
 from tests.support.configs import agent_config, topic_stream
 from tests.support.manifest_fields import trust_manifest
 from tests.support.manifests import bundle_bytes
+from tests.support.paths import DATA_DIR
 
 
 def info_lines(path: Path) -> dict[str, str]:
@@ -56,8 +57,8 @@ def test_info_says_loudly_when_a_bundle_loses_to_a_naive_forecast(tmp_path: Path
     assert "FORCED" not in lines
 
 
-def test_info_of_an_old_bundle_shows_no_new_field(demo_dir: Path) -> None:
-    lines = info_lines(demo_dir / "room.tflite")
+def test_info_of_an_old_bundle_shows_no_new_field() -> None:
+    lines = info_lines(DATA_DIR / "room_demo.tflite")  # the demo bundle before issue 15
     for label in ("computed", "verified on", "out of range", "skill", "ops", "FORCED"):
         assert label not in lines, label
     assert lines["features"] == "temperature, humidity"
