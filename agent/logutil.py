@@ -1,12 +1,14 @@
-"""Rate-limited logging for anything that can repeat per reading."""
+"""Logging helpers: rate-limited lines for anything that can repeat per reading, and the
+ISO-8601 UTC times logs and payloads show beside Unix seconds."""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["RateLimitedLog", "iso_utc"]
 
 
 class RateLimitedLog:
@@ -30,3 +32,9 @@ class RateLimitedLog:
             self._logger.warning(msg + " (%d more like this not logged)", *args, skipped)
         else:
             self._logger.warning(msg, *args)
+
+
+def iso_utc(ts: float) -> str:
+    """Unix seconds as ISO-8601 UTC (``2026-01-01T00:05:00Z``; milliseconds if fractional)."""
+    spec = "seconds" if float(ts).is_integer() else "milliseconds"
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")

@@ -14,10 +14,10 @@ of real data behaves like the live agent:
   ``anomaly_periods`` consecutive periods beyond the ``anomaly_level`` band on the same
   side are ``"outside_band"``. Either ends after ``anomaly_periods`` consecutive periods
   back inside that band.
-* **stuck**: a real reading with the very same value for ``stuck_periods`` periods while
-  the forecast expected it to move (its residuals' mean absolute z-score over the run at
-  least :data:`STUCK_Z`): a genuinely flat signal is forecast flat and is not flagged.
-  It ends when the value changes.
+* **stuck**: a real reading with the very same value for ``stuck_periods`` periods or more,
+  improbably long for the sensor or while the forecast expected it to move (see
+  :data:`FINE`): a genuinely flat signal is forecast flat and is not flagged. It ends when
+  the value changes.
 * **dropout**: ``dropout_periods`` periods that should have closed with no reading for the
   target; checked by :meth:`AnomalyDetector.idle` on every tick, so a sensor that went
   silent altogether is seen although no period closes. Ends with the next reading.
@@ -30,46 +30,35 @@ detector's own running mean absolute residual once it has ``min_samples`` of the
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from statistics import NormalDist
 from typing import Any, Optional
 
 import numpy as np
 from sensorcast.agent.config import QualityConfig, StreamConfig
 from sensorcast.agent.forecast.manifest import Manifest
+from sensorcast.agent.logutil import iso_utc
 from sensorcast.agent.window import Window
 
 __all__ = ["CUSUM_H", "CUSUM_K", "FINE", "RUN_P", "STUCK_Z", "AnomalyDetector", "iso_utc"]
 
 #: A level shift the model half follows shows as a run of moderate residuals: a two-sided
-#: CUSUM (allowance ``CUSUM_K`` sigmas, alarm at ``CUSUM_H``) raises it as a "step". Measured
-#: with ``bench/quality_bench.py`` (bench/RESULTS-quality.md): on the weather series' Sep-Dec
-#: h=3 gave 22 clean "step" alarms in 17.5 weeks, h=5 gives 6; a step of 3 std of the series
-#: is still raised when its first period closes (h=5 only loses the small steps of 3 residual
-#: sigmas, which the band's own rule still finds in part).
+#: CUSUM (allowance ``CUSUM_K`` sigmas, alarm at ``CUSUM_H``) raises it as a "step". On the
+#: weather's Sep-Dec (bench/quality_bench.py) h=3 gave 22 clean "step" alarms in 17.5 weeks,
+#: h=5 gives 6, and a step of 3 series std is still raised when its first period closes.
 CUSUM_K = 1.5
 CUSUM_H = 5.0
-#: A run of equal readings from a sensor that resolves at most this many sigmas is stuck
-#: (the demo's 0.001 C against a sigma of 0.1 C: six equal readings never happen clean) ...
+#: A run of equal readings is stuck if the sensor resolves at most ``FINE`` sigmas and the
+#: run is rarer than ``RUN_P`` at the sensor's own rate of equal readings (the demo's 0.001 C:
+#: 6 readings; the weather's 0.1 C repeats for hours on flat nights), or if the forecast
+#: missed the repeats by a mean |z| of ``STUCK_Z`` (weather: 17 clean "stuck" alarms without
+#: ``RUN_P`` and with ``STUCK_Z`` 1.0, 1 now).
 FINE = 0.25
-#: ... from a coarser one (the weather's 0.1 C against a sigma of 1.2 C: flat nights repeat
-#: a value for hours), only if the forecast missed the repeats by this mean |z| or more: a
-#: flat night is forecast flat (weather Sep-Dec: 17 clean "stuck" alarms with FINE 0.25 and
-#: 1.0 here, none with FINE 0.05 and 1.5).
 STUCK_Z = 1.5
-#: ... and only if a run that long is rarer than this for the sensor's own rate of equal
-#: readings (the weather's 0.1 C repeats often on flat nights, the demo's 0.001 C hardly).
 RUN_P = 1e-6
 #: sigma / MAE of a normal distribution (sqrt(pi / 2)).
 _SIGMA_PER_MAE = math.sqrt(math.pi / 2)
 #: Kinds of anomaly a feature can have open at once (the band's reasons share one).
 _BAND, _STUCK, _DROPOUT = "band", "stuck", "dropout"
-
-
-def iso_utc(ts: float) -> str:
-    """Unix seconds as ISO-8601 UTC (``2026-01-01T00:05:00Z``; milliseconds if fractional)."""
-    spec = "seconds" if float(ts).is_integer() else "milliseconds"
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 class _Target:

@@ -18,14 +18,13 @@ from typing import Any, Optional
 
 from sensorcast.agent.config import Config
 from sensorcast.agent.control.homeassistant import discovery_messages, expire_after_s
-from sensorcast.agent.logutil import RateLimitedLog
+from sensorcast.agent.logutil import RateLimitedLog, iso_utc
 from sensorcast.agent.publish.link import MqttLink
 from sensorcast.agent.publish.mqtt5 import Stamps
 from sensorcast.agent.publish.outbox import Outbox
 from sensorcast.agent.publish.sender import OutboxSender
 from sensorcast.agent.publish.topics import Topics
 from sensorcast.agent.sources.inbox import Inbox
-from sensorcast.agent.telemetry.anomaly import iso_utc
 from sensorcast.agent.telemetry.health import HealthFile
 from sensorcast.agent.telemetry.metrics import snapshot
 from sensorcast.agent.telemetry.sdnotify import Notifier
