@@ -39,6 +39,7 @@ def test_quality_reports_the_rolling_error_per_step(
         streams=[stdin_stream(fast_bundle)],
     )
     sub = subscriber_factory(mosquitto.port, f"{topic_prefix}/q/room/quality")
+    forecasts = subscriber_factory(mosquitto.port, f"{topic_prefix}/q/room/forecast")
     rows = np.loadtxt(demo_dir / "room.csv", delimiter=",", skiprows=1)[:60, 1:]
     with start_agent(config) as proc:
         assert proc.stdin is not None
@@ -46,6 +47,9 @@ def test_quality_reports_the_rolling_error_per_step(
         proc.stdin.flush()
         try:
             assert sub.wait_for(lambda ms: len(ms) >= 1, 30), "no quality report"
+            # The first report goes out with the first sample; stop only once every reading
+            # was taken (the window ending at row 58 closes when row 59 arrives).
+            assert forecasts.wait_for(lambda ms: len(ms) >= 59 - 23, 30), "forecasts missing"
         finally:
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=30)
