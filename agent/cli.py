@@ -36,6 +36,7 @@ BUILD_TIME = {
     "evaluate": "a model's errors on the test split against naive baselines, and a plot",
     "norm": "write norm.json from a CSV's training rows or a fitted scikit-learn scaler",
 }
+FLEET_HELP = "a fleet of devices on one broker: status, and model rollouts in waves"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, text in BUILD_TIME.items():
         sub.add_parser(name, help=text, add_help=False)
+    sub.add_parser("fleet", help=FLEET_HELP, add_help=False)
     return parser
 
 
@@ -124,6 +126,11 @@ def _main(argv: Optional[list[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in BUILD_TIME:
         return _build_time(argv[0], argv[1:])
+    if argv and argv[0] == "fleet":  # its own parser: status, rollout
+        from sensorcast.agent.fleet.cli import main as fleet_main
+
+        _configure_logging("INFO")
+        return fleet_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()

@@ -35,6 +35,10 @@ class DeviceConfig:
 
     #: Device id used in topics; letters, digits, ``_`` and ``-``. Default: the host name.
     id: str
+    #: The site (site broker, bridged to a central one) the device is behind; in its metrics
+    #: as ``"site"``, so ``sensorcast fleet status`` can tell its devices unreachable while
+    #: that site's bridge is down (``<prefix>/fleet/sites/<site>/bridge`` = ``0``).
+    site: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class MqttConfig:
     port: int  #: From ``url``: TCP port (default 1883, or 8883 for ``mqtts://``).
     client_id: str  #: Default ``sensorcast-<device id>``.
     url: str = "mqtt://127.0.0.1:1883"  #: ``mqtt://host:port`` or ``mqtts://``, as given.
+    #: Every broker of ``url`` when it is a list (tried in order, with failover), as
+    #: ``(host, port)``, the first being ``host``/``port``; empty for a single URL.
+    brokers: tuple[tuple[str, int], ...] = ()
     topic_prefix: str = "sensorcast"  #: First level of every topic.
     qos: int = 1  #: QoS of forecasts and status: 0, 1 or 2.
     keepalive_s: int = 30  #: MQTT keepalive, seconds (5 to 3600).
@@ -135,6 +142,9 @@ class QualityConfig:
     stuck_periods: int = 6
     #: A dropout: this many consecutive periods closed with no reading.
     dropout_periods: int = 2
+    #: At most one quality report per stream this often, seconds (at once when drift starts
+    #: or ends); a fleet rollout's soak reads them.
+    interval_s: float = 60.0
 
 
 @dataclass(frozen=True)

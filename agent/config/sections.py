@@ -33,7 +33,7 @@ __all__ = [
 def parse_device(r: Reader, data: dict[str, Any], env: dict[str, str]) -> DeviceConfig:
     """``[device]``; ``SENSORCAST_DEVICE_ID`` overrides ``id``, the host name is its default."""
     device = r.table(data, "device", "device")
-    r.unknown(device, {"id"}, "device")
+    r.unknown(device, {"id", "site"}, "device")
     device_id = env.get("SENSORCAST_DEVICE_ID") or r.get(
         device, "id", str, "device", default=_default_device_id()
     )
@@ -44,7 +44,10 @@ def parse_device(r: Reader, data: dict[str, Any], env: dict[str, str]) -> Device
             "device.id: 'fleet' is reserved (<prefix>/fleet/model/set updates every device); "
             "pick another id"
         )
-    return DeviceConfig(id=device_id)
+    site = r.get(device, "site", str, "device", default=None)
+    if isinstance(site, str) and not NAME.match(site):
+        r.error("device.site: use 1-64 letters, digits, '_' or '-'")
+    return DeviceConfig(id=device_id, site=site)
 
 
 def parse_general(r: Reader, data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def parse_quality(r: Reader, data: dict[str, Any]) -> QualityConfig:
     q = r.table(data, "quality", "quality")
     keys = {
         "enabled", "samples", "drift_factor", "drift_after_s", "min_samples", "anomaly",
-        "anomaly_level", "anomaly_periods", "stuck_periods", "dropout_periods",
+        "anomaly_level", "anomaly_periods", "stuck_periods", "dropout_periods", "interval_s",
     }  # fmt: skip
     r.unknown(q, keys, "quality")
     s = r.section(q, "quality", QualityConfig)
@@ -111,7 +114,10 @@ def parse_quality(r: Reader, data: dict[str, Any]) -> QualityConfig:
         anomaly_periods=s.get("anomaly_periods", int),
         stuck_periods=s.get("stuck_periods", int),
         dropout_periods=s.get("dropout_periods", int),
+        interval_s=s.get("interval_s", float),
     )
+    if not 0.1 <= quality.interval_s <= 86400:
+        r.error("quality.interval_s: must be between 0.1 and 86400 seconds")
     if not 1 <= quality.min_samples <= quality.samples:
         r.error("quality.min_samples: must be between 1 and quality.samples")
     if not 0.9 <= quality.anomaly_level <= 0.9999:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FLEET", "Topics", "discovery_topic"]
+__all__ = ["FLEET", "FleetTopics", "Topics", "discovery_topic"]
 
 #: The device-id level that addresses every device (``<prefix>/fleet/model/set``).
 FLEET = "fleet"
@@ -59,6 +59,58 @@ class Topics:
         """A stream's anomaly state (retained): ``{"anomaly": true, ...}`` when one starts,
         ``{"anomaly": false, ...}`` when it ends."""
         return f"{self.prefix}/{self.device}/{stream}/anomaly"
+
+
+@dataclass(frozen=True)
+class FleetTopics:
+    """What ``sensorcast fleet`` reads and writes under one prefix: every device's retained
+    state (filters with ``+`` for the device and the stream), the sites' bridge states and
+    the rollouts' own retained state, all under ``<prefix>/fleet/`` (no device is named
+    ``fleet``)."""
+
+    prefix: str
+
+    @property
+    def statuses(self) -> str:
+        return f"{self.prefix}/+/status"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}/+/metrics"
+
+    @property
+    def model_states(self) -> str:
+        return f"{self.prefix}/+/model/state"
+
+    @property
+    def qualities(self) -> str:
+        return f"{self.prefix}/+/+/quality"
+
+    @property
+    def anomalies(self) -> str:
+        return f"{self.prefix}/+/+/anomaly"
+
+    @property
+    def bridges(self) -> str:
+        return f"{self.prefix}/{FLEET}/sites/+/bridge"
+
+    def bridge(self, site: str) -> str:
+        """A site bridge's state: Mosquitto's bridge notification (``notification_topic``),
+        retained ``1`` while the site's bridge is connected, ``0`` (its will at the central
+        broker) while it is down."""
+        return f"{self.prefix}/{FLEET}/sites/{site}/bridge"
+
+    def rollout(self, rollout_id: str) -> str:
+        """A rollout's progress (retained JSON), for dashboards and a second controller."""
+        return f"{self.prefix}/{FLEET}/rollout/{rollout_id}"
+
+    def model_set(self, device: str) -> str:
+        return Topics(self.prefix, device).model_set
+
+    def model_reply(self, device: str, controller: str) -> str:
+        """The MQTT 5 response topic a controller names in its requests to ``device`` (the
+        device may publish under ``<prefix>/<device>/model/reply/``)."""
+        return f"{Topics(self.prefix, device).model_state[: -len('state')]}reply/{controller}"
 
 
 def discovery_topic(

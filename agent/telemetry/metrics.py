@@ -40,15 +40,18 @@ def snapshot(
     outbox: Outbox,
     sender: OutboxSender,
     streams: Sequence[StreamView],
+    site: Optional[str] = None,
 ) -> dict[str, Any]:
     """Everything worth watching, as plain data (read from the main loop's counters).
 
-    ``shed`` counts reading batches (or MQTT messages) dropped because the loop was behind.
+    ``shed`` counts reading batches (or MQTT messages) dropped because the loop was behind;
+    ``site``: ``device.site``, the site broker the device is behind (fleets).
     """
     stamps = link.stamps
     runtime = streams[0].forecaster.runtime if streams else None
     return {
         "device": device,
+        "site": site,
         "time": time.time(),
         "build": {
             "version": __version__,

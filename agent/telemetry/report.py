@@ -30,11 +30,10 @@ from sensorcast.agent.telemetry.metrics import snapshot
 from sensorcast.agent.telemetry.sdnotify import Notifier
 from sensorcast.agent.telemetry.stats import StreamView
 
-__all__ = ["QUALITY_S", "SNAPSHOT_WAIT_S", "Heartbeat", "Reporter", "log_summary"]
+__all__ = ["SNAPSHOT_WAIT_S", "Heartbeat", "Reporter", "log_summary"]
 
 logger = logging.getLogger(__name__)
 
-QUALITY_S = 60.0  #: At most one quality report per stream this often, seconds (unless drift).
 SNAPSHOT_WAIT_S = 2.0  #: Longest a scrape waits for the loop to make a snapshot, seconds.
 
 
@@ -53,6 +52,7 @@ class Reporter:
         streams: Sequence[StreamView],
     ) -> None:
         self.cfg = cfg
+        self.started = time.time()  #: When the agent started (its metrics' ``started``).
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
         self.link = link
         self.outbox = outbox
@@ -100,8 +100,15 @@ class Reporter:
 
     def _snapshot(self) -> dict[str, Any]:
         self._last_snapshot = snapshot(
-            self.cfg.device.id, self.link, self.inbox.shed, self.outbox, self.sender, self.streams
+            self.cfg.device.id,
+            self.link,
+            self.inbox.shed,
+            self.outbox,
+            self.sender,
+            self.streams,
+            site=self.cfg.device.site,
         )
+        self._last_snapshot["started"] = self.started
         return self._last_snapshot
 
     def quality_body(self, stream: StreamView) -> Optional[dict[str, Any]]:
@@ -128,9 +135,9 @@ class Reporter:
         self.link.publish(self.topics.metrics, body, qos=0, retain=True)
 
     def quality(self, stream: StreamView, now: bool = False) -> None:
-        """Publish the stream's quality report if :data:`QUALITY_S` passed since the last,
-        or at once if ``now`` (its drift began or ended)."""
-        if now or time.monotonic() - stream.quality_sent >= QUALITY_S:
+        """Publish the stream's quality report if ``quality.interval_s`` passed since the
+        last, or at once if ``now`` (its drift began or ended)."""
+        if now or time.monotonic() - stream.quality_sent >= self.cfg.quality.interval_s:
             self.send_quality(stream)
 
     def send_quality(self, stream: StreamView) -> None:
