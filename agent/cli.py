@@ -179,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from sensorcast.agent.config import config_warnings, load_config
+    from sensorcast.agent.config.mqtt import broker_urls
     from sensorcast.agent.control.ha_units import check_units
     from sensorcast.agent.describe import describe_inputs
     from sensorcast.agent.forecast.runtime import load_runtime
@@ -191,7 +192,9 @@ def _check(args: argparse.Namespace) -> int:
     streams = load_streams(cfg, runtime)
     # units Home Assistant would reject for the device class discovery announces
     check_units(cfg, [(s.cfg.name, s.bundle.manifest) for s in streams])
-    print(f"config {cfg.path}: ok (device {cfg.device.id}, broker {cfg.mqtt.url})")
+    urls = broker_urls(cfg.mqtt)
+    brokers = f"brokers {', '.join(urls)}" if len(urls) > 1 else f"broker {cfg.mqtt.url}"
+    print(f"config {cfg.path}: ok (device {cfg.device.id}, {brokers})")
     for s in streams:
         m = s.bundle.manifest
         print(

@@ -61,8 +61,12 @@ class Pipeline:
         streams: list[Stream],
         failed: OnFailure,
         quality: OnQuality = lambda _stream, _now: None,
+        judge_s: float = QUALITY_JUDGE_S,
     ) -> None:
         self.streams = streams
+        #: Drift judged and reports considered this often, s: at most :data:`QUALITY_JUDGE_S`,
+        #: less when ``quality.interval_s`` asks for reports more often.
+        self._judge_s = min(QUALITY_JUDGE_S, judge_s)
         self._failed = failed
         self._quality = quality
         self._log = RateLimitedLog(logger)
@@ -221,7 +225,7 @@ class Pipeline:
     def _judge_quality(self, stream: Stream, tracker: QualityTracker) -> None:
         """Judge drift (at most every :data:`QUALITY_JUDGE_S`) and let the report go."""
         mono = time.monotonic()
-        if mono - stream.quality_judged < QUALITY_JUDGE_S:
+        if mono - stream.quality_judged < self._judge_s:
             return  # drift is a matter of hours: judging it costs more than a forecast
         stream.quality_judged = mono
         change = tracker.update_drift(time.time())

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from sensorcast.agent.config import Config, config_warnings
+from sensorcast.agent.config.mqtt import broker_urls
 from sensorcast.agent.control.ha_units import unit_problems
 from sensorcast.agent.forecast.runtime import Runtime
 from sensorcast.agent.pipeline import Pipeline
@@ -147,7 +148,9 @@ class Service:
         self.reloader = ModelReloader(
             cfg, streams, outbox, reporter.models_changed, self.request_reload, link
         )
-        self.pipeline = Pipeline(streams, self.reloader.failed, reporter.quality)
+        self.pipeline = Pipeline(
+            streams, self.reloader.failed, reporter.quality, cfg.quality.interval_s
+        )
         for source in attach(streams, cfg, outbox, link, inbox.hand_over):
             exits.callback(source.close)
         now = time.time()
@@ -167,7 +170,7 @@ class Service:
         stop_prometheus = start_prometheus(cfg.metrics, self.reporter.snapshot)
         if stop_prometheus is not None:  # a busy port fails before the broker is tried
             exits.callback(stop_prometheus)
-        self.notifier.status(f"connecting to {cfg.mqtt.url}")
+        self.notifier.status(f"connecting to {', '.join(broker_urls(cfg.mqtt))}")
         self.link.connect()
         exits.callback(self.heartbeat.health.remove)  # a stopped agent is not healthy
         for s in self.streams:
@@ -177,7 +180,8 @@ class Service:
                     start()
         self._online = True
         runtime = self.streams[0].forecaster.runtime.name
-        self.heartbeat.online(cfg.device.id, cfg.mqtt.url, runtime)
+        scheme = "mqtts" if cfg.mqtt.tls else "mqtt"  # the broker of the list it is on
+        self.heartbeat.online(cfg.device.id, f"{scheme}://{self.link.broker}", runtime)
         self._jobs = [
             _Every(MODEL_CHECK_S, lambda: self.reloader.reload(only_changed=True)),
             _Every(SNAPSHOT_S, self.store.save),

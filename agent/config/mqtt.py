@@ -1,4 +1,5 @@
-"""``[mqtt]``: the broker URL, session settings, credentials and TLS files."""
+"""``[mqtt]``: the broker URL (or URLs: a cluster behind several addresses), session settings,
+credentials and TLS files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sensorcast.agent.config.reader import Reader, Section
 from sensorcast.agent.config.schema import MqttConfig
 from sensorcast.agent.config.secrets import PASSWORD_KEYS, Secret, read_password
 
-__all__ = ["MQTT_KEYS", "parse_mqtt"]
+__all__ = ["MQTT_KEYS", "broker_urls", "host_port", "parse_mqtt"]
 
 #: Keys ``[mqtt]`` takes.
 MQTT_KEYS = (
@@ -23,13 +24,17 @@ MQTT_KEYS = (
 #: TLS files ``[mqtt]`` may name, in the order they are checked.
 _TLS_FILES = ("ca_file", "cert_file", "key_file")
 
+#: Entries of a ``url`` list that are not strings reported one by one, at most (then counted).
+_BAD_ENTRIES_SHOWN = 3
+
 
 def parse_mqtt(r: Reader, raw: dict[str, Any], device_id: str, env: dict[str, str]) -> MqttConfig:
     """Validate ``[mqtt]`` (``raw``); ``env`` may override the URL, user and password."""
     r.unknown(raw, set(MQTT_KEYS), "mqtt")
     s = r.section(raw, "mqtt", MqttConfig)
-    url = env.get("SENSORCAST_MQTT_URL") or s.get("url", str)
-    host, port, tls = _parse_url(r, url)
+    urls = _read_urls(r, raw, env)
+    brokers, tls = _parse_urls(r, urls)
+    host, port = brokers[0]
     client_id = s.get("client_id", str, default=f"sensorcast-{device_id}")
     prefix = s.get("topic_prefix", str)
     if not prefix or any(ch in prefix for ch in "#+") or prefix.endswith("/"):
@@ -43,7 +48,8 @@ def parse_mqtt(r: Reader, raw: dict[str, Any], device_id: str, env: dict[str, st
     return MqttConfig(
         host=host,
         port=port,
-        url=url,
+        url=urls[0][1],
+        brokers=brokers if len(brokers) > 1 else (),
         client_id=client_id,
         topic_prefix=prefix,
         tls=tls,
@@ -58,18 +64,73 @@ def parse_mqtt(r: Reader, raw: dict[str, Any], device_id: str, env: dict[str, st
     )
 
 
-def _parse_url(r: Reader, url: str) -> tuple[str, int, bool]:
-    """Host, port and TLS (``mqtts://``) of the broker URL."""
+def broker_urls(cfg: MqttConfig) -> tuple[str, ...]:
+    """Every broker of ``cfg`` as ``mqtt[s]://host:port``, in the order they are tried."""
+    scheme = "mqtts" if cfg.tls else "mqtt"
+    brokers = cfg.brokers or ((cfg.host, cfg.port),)
+    return tuple(f"{scheme}://{host_port(host, port)}" for host, port in brokers)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:1883``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _read_urls(r: Reader, raw: dict[str, Any], env: dict[str, str]) -> list[tuple[str, str]]:
+    """``mqtt.url`` as a non-empty list of ``(key path, URL)``: one string, a TOML list of
+    strings, or ``SENSORCAST_MQTT_URL`` (comma-separated), which wins over the file."""
+    text = env.get("SENSORCAST_MQTT_URL")
+    value: Any = text.split(",") if text and "," in text else text or raw.get("url", MqttConfig.url)
+    if isinstance(value, str):
+        return [("mqtt.url", value)]
+    if not isinstance(value, list) or not value:
+        r.error(f"mqtt.url: must be a string or a non-empty list of strings, got {value!r:.60}")
+        return [("mqtt.url", MqttConfig.url)]
+    bad = [i for i, url in enumerate(value) if not isinstance(url, str)]
+    for i in bad[:_BAD_ENTRIES_SHOWN]:
+        r.error(f"mqtt.url[{i}]: must be a string, got {value[i]!r:.60}")
+    if len(bad) > _BAD_ENTRIES_SHOWN:
+        r.error(f"mqtt.url: {len(bad) - _BAD_ENTRIES_SHOWN} more entries are not strings")
+    urls = [(f"mqtt.url[{i}]", url.strip()) for i, url in enumerate(value) if isinstance(url, str)]
+    return urls or [("mqtt.url", MqttConfig.url)]
+
+
+def _parse_urls(r: Reader, urls: list[tuple[str, str]]) -> tuple[tuple[tuple[str, int], ...], bool]:
+    """Every broker's ``(host, port)``, in order, and whether they use TLS (``mqtts://``):
+    all or none, since the TLS settings are shared; each broker once."""
+    brokers: list[tuple[str, int]] = []
+    seen: dict[tuple[str, int], str] = {}  # (host in lower case, port) -> its key path
+    schemes: set[bool] = set()  # TLS or not, of the well-formed URLs
+    for key, url in urls:
+        errors = len(r.errors)
+        host, port, tls = _parse_url(r, url, key)
+        brokers.append((host, port))
+        if len(r.errors) > errors:
+            continue  # a wrong URL's host and port are placeholders: no duplicate of anything
+        schemes.add(tls)
+        first = seen.setdefault((host.lower(), port), key)
+        if first != key:
+            r.error(f"{key}: {host}:{port} is {first} again; list each broker once")
+    if len(schemes) > 1:
+        r.error(
+            "mqtt.url: mixes mqtt:// and mqtts:// brokers; the TLS settings are shared, "
+            "so use mqtts:// for every broker (or mqtt:// for every one)"
+        )
+    return tuple(brokers), schemes == {True}
+
+
+def _parse_url(r: Reader, url: str, key: str) -> tuple[str, int, bool]:
+    """Host, port and TLS (``mqtts://``) of one broker URL; ``key`` names it in errors."""
     default = MqttConfig.url  # what the host and port are when the URL is wrong
     parts = urlsplit(default)
     host, port, tls = parts.hostname or "", parts.port or 1883, False
     try:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            r.error(f"mqtt.url: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+            r.error(f"{key}: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
         elif parts.password is not None:
             r.error(
-                "mqtt.url: do not put a password in the URL; use mqtt.password_file, "
+                f"{key}: do not put a password in the URL; use mqtt.password_file, "
                 "mqtt.password_env or a systemd credential"
             )
         else:
@@ -77,7 +138,7 @@ def _parse_url(r: Reader, url: str) -> tuple[str, int, bool]:
             host = parts.hostname
             port = parts.port or (8883 if tls else 1883)
     except ValueError as exc:
-        r.error(f"mqtt.url: {exc}")
+        r.error(f"{key}: {exc}")
     return host, port, tls
 
 

@@ -13,7 +13,6 @@ import collections
 import logging
 import queue
 import select
-import ssl
 import time
 from socket import socket as Socket
 from typing import Any, Callable, Optional
@@ -24,9 +23,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sensorcast.agent.config import MqttConfig
 from sensorcast.agent.errors import PublishError
-from sensorcast.agent.publish.connecting import TCP_CONNECT_S, answers_mqtt311, configure
+from sensorcast.agent.publish.connecting import (
+    TCP_CONNECT_S,
+    aim,
+    configure,
+    open_connection,
+    unanswered_error,
+)
+from sensorcast.agent.publish.failover import Rotation
 from sensorcast.agent.publish.mqtt5 import Stamps, reply_of
-from sensorcast.agent.publish.refusals import hint, unanswered, wrong_protocol
+from sensorcast.agent.publish.refusals import none_accepted, refused
 
 __all__ = ["TCP_CONNECT_S", "MessageHandler", "MqttLink"]
 
@@ -40,16 +46,17 @@ MessageHandler = Callable[[bytes, float], None]
 #: up in the broker and cannot starve the loop.
 READS_PER_POLL = 64
 MISC_S = 0.25  #: How often keepalive and reconnecting are looked after, seconds.
-UNSUPPORTED_PROTOCOL = 0x84  #: CONNACK reason (3.1.1's return code 1): wrong MQTT version.
 
 
 class MqttLink:
     """Owns the paho client: availability (retained ``online``, will ``offline``),
     subscriptions that survive reconnects, and publishing.
 
-    Start-up is strict (an unreachable or refusing broker is an error); after
-    that, it reconnects with capped exponential backoff. Everything but
-    :meth:`publish_later` belongs to the thread that calls :meth:`poll`.
+    Start-up is strict (no broker of ``mqtt.url`` reachable and accepting is an error);
+    after that, it reconnects, failing over to the next broker of the list after each
+    failed attempt, with capped exponential backoff after a whole round
+    (:mod:`.failover`). Everything but :meth:`publish_later` belongs to the thread that
+    calls :meth:`poll`.
     """
 
     def __init__(self, cfg: MqttConfig, status_topic: str) -> None:
@@ -88,9 +95,8 @@ class MqttLink:
         self._started = False  # connect() succeeded: from now on, reconnect when lost
         self._next_misc = 0.0
         self._next_attempt = 0.0
-        self._delay = cfg.reconnect_min_s
+        self._rotation = Rotation(cfg)  # which broker, and the backoff
         self._attempt_started: Optional[float] = None  # a reconnect waiting for its CONNACK
-        self._stale = False  # that reconnect never got its CONNACK
         self._subscriptions: list[tuple[str, int]] = []
         #: Called (in poll) after every successful connect, once online is published.
         self.on_connected: list[Callable[[], None]] = []
@@ -136,14 +142,44 @@ class MqttLink:
         self._client.message_callback_add(topic, on_message)
         self._subscriptions.append((topic, qos))
 
-    def connect(self) -> None:
-        """Connect, wait for the broker's answer, and go online.
+    @property
+    def broker(self) -> str:
+        """The broker connected to (or tried next) as ``host:port``."""
+        return self._rotation.name
 
-        Raises :class:`PublishError` with the reason if the broker cannot be
-        reached or refuses the connection.
+    @property
+    def failovers(self) -> int:
+        """How often the link connected to another broker of ``mqtt.url`` than before."""
+        return self._rotation.failovers
+
+    def connect(self) -> None:
+        """Connect to the first broker of ``mqtt.url`` that accepts, and go online.
+
+        Raises :class:`PublishError` with the reason for each broker if none can be
+        reached or accepts the connection.
         """
-        where = f"MQTT broker {self.cfg.host}:{self.cfg.port} (mqtt.url)"
-        self._open(where)
+        rotation, errors = self._rotation, []
+        for _ in rotation.brokers:
+            try:
+                self._connect_current()
+                break
+            except PublishError as exc:
+                errors.append(str(exc))
+                rotation.failed()  # logs nothing: the error lists them all
+        else:
+            raise none_accepted(errors)
+        self._started = True
+
+    def _where(self) -> str:
+        """The current broker, for error messages."""
+        return f"{self._rotation.where} (mqtt.url)"
+
+    def _connect_current(self) -> None:
+        """Connect to the current broker and wait for its CONNACK; PublishError if not."""
+        where = self._where()
+        self._connack, self._connack_reason = False, None
+        host, port = self._rotation.current
+        open_connection(self._client, self.cfg, host, port, self._connect_props, where)
         deadline = time.monotonic() + self.cfg.connect_timeout_s
         while not self._connack and self._client.socket() is not None:
             left = deadline - time.monotonic()
@@ -151,48 +187,11 @@ class MqttLink:
                 break
             self.poll(min(left, 0.1))
         if not self._connack:
-            raise self._unanswered(where)
+            raise unanswered_error(self._client, self.cfg, host, port, where)
         reason = self._connack_reason
         if reason is not None and reason.is_failure:
             self._client.disconnect()
-            if reason.value == UNSUPPORTED_PROTOCOL:
-                raise PublishError(f"{where} {wrong_protocol(self.cfg.protocol)}")
-            raise PublishError(f"{where} refused the connection: {reason}; {hint(reason)}")
-        self._started = True
-
-    def _open(self, where: str) -> None:
-        """The TCP (and TLS) connect and the CONNECT packet; a failure as a PublishError."""
-        try:
-            if self._connect_props is not None:  # MQTT 5
-                self._client.connect(
-                    self.cfg.host,
-                    self.cfg.port,
-                    keepalive=self.cfg.keepalive_s,
-                    clean_start=self.cfg.session_expiry_s == 0,
-                    properties=self._connect_props,
-                )
-            else:
-                self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        except ssl.SSLError as exc:
-            detail = getattr(exc, "verify_message", None) or exc.reason or exc
-            raise PublishError(
-                f"TLS with {where} failed: {detail}; check mqtt.ca_file, "
-                "mqtt.cert_file and mqtt.key_file, and that the broker's certificate names the host"
-            ) from exc
-        except OSError as exc:
-            raise PublishError(
-                f"cannot reach {where}: {exc.strerror or exc}; "
-                "check the URL and that the broker runs"
-            ) from exc
-
-    def _unanswered(self, where: str) -> PublishError:
-        """Disconnect after no CONNACK came, and the error that says the likely why."""
-        closed = self._client.socket() is None
-        self._client.disconnect()
-        # A 3.1.1-only broker may not answer an MQTT 5 CONNECT at all (amqtt reads its
-        # properties as the payload and waits for more), or hang up: ask it in 3.1.1.
-        mqtt311_only = self.cfg.protocol == "5" and answers_mqtt311(self.cfg)
-        return unanswered(where, self.cfg, closed=closed, mqtt311_only=mqtt311_only)
+            raise PublishError(refused(where, reason, self.cfg.protocol))
 
     def socket(self) -> Optional[Socket]:
         """The broker connection's socket, None while disconnected."""
@@ -288,28 +287,31 @@ class MqttLink:
             client.loop_misc()
             started = self._attempt_started
             if started is not None and now - started > self.cfg.connect_timeout_s:
-                logger.warning("MQTT broker did not answer the reconnect; trying again")
                 self._attempt_started = None
-                self._stale = True  # reconnect() closes the silent socket itself
-                self._schedule(now)
+                self._failed(f"{self._where()} did not answer the reconnect")
+                # Close the silent socket now (a CONNACK after this must not count) and aim
+                # at the broker the next attempt is for.
+                aim(client, self.cfg, *self._rotation.current, self._connect_props)
         if self._closing or not self._started or now < self._next_attempt:
             return
-        if client.socket() is None or self._stale:
-            self._stale = False
-            self._reconnect(now)
+        # (a socket that is neither connected nor an attempt is a leftover: replace it too)
+        if client.socket() is None or not (self.connected or self._attempt_started is not None):
+            self._reconnect()
 
-    def _reconnect(self, now: float) -> None:
+    def _reconnect(self) -> None:
+        """One attempt on the current broker: TCP (and TLS) connect, at most TCP_CONNECT_S."""
+        host, port = self._rotation.current
         try:
-            self._client.reconnect()  # TCP (and TLS) connect: at most TCP_CONNECT_S
-        except OSError as exc:
-            self._schedule(now)
-            logger.debug("reconnect to MQTT broker failed: %s", exc)
+            open_connection(self._client, self.cfg, host, port, self._connect_props, self._where())
+        except PublishError as exc:
+            self._failed(str(exc), logging.DEBUG)
             return
         self._attempt_started = time.monotonic()
 
-    def _schedule(self, now: float) -> None:
-        self._next_attempt = now + self._delay
-        self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
+    def _failed(self, why: str, level: int = logging.WARNING) -> None:
+        """An attempt on the current broker failed: the next broker, now or after the
+        backoff once a whole round failed (:meth:`.Rotation.failed` logs ``why``)."""
+        self._next_attempt = time.monotonic() + self._rotation.failed(why, level)
 
     def publish(
         self,
@@ -356,17 +358,19 @@ class MqttLink:
         self._connack_reason = reason
         self._connack = True
         self._attempt_started = None
+        rotation = self._rotation
         if reason.is_failure:
-            if reason.value == UNSUPPORTED_PROTOCOL:
-                logger.error("MQTT broker %s", wrong_protocol(self.cfg.protocol))
+            why = refused(rotation.where, reason, self.cfg.protocol)
+            if self._started and not self._closing:
+                self._failed(why, logging.ERROR)  # paho closes the socket next
             else:
-                logger.error("MQTT broker refused the connection: %s; %s", reason, hint(reason))
+                logger.error("%s", why)
             return
-        if self.connected is False and self.reconnects:
-            logger.info("reconnected to MQTT broker")
+        again = "re" if self.connected is False and self.reconnects else ""
+        logger.info("%sconnected to %s", again, rotation.where)
+        rotation.connected()
         self.connected = True
         self.disconnected_since = None
-        self._delay = self.cfg.reconnect_min_s
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
         client.publish(self.status_topic, b"online", qos=self.cfg.qos, retain=True)
@@ -379,12 +383,17 @@ class MqttLink:
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
-        if self.connected and not self._closing:
+        was_connected, pending = self.connected, self._attempt_started is not None
+        if was_connected and not self._closing:
             self.reconnects += 1
-            logger.warning("disconnected from MQTT broker (%s); reconnecting", reason)
-        if self.connected:
+            logger.warning("disconnected from %s (%s); reconnecting", self._rotation.where, reason)
+        if was_connected:
             self.disconnected_since = time.time()
         self.connected = False
         self._attempt_started = None
-        if self._started and not self._closing:
-            self._schedule(time.monotonic())
+        if not self._started or self._closing:
+            return
+        if was_connected:  # a new round, starting with the broker just lost
+            self._next_attempt = time.monotonic() + self._rotation.lost()
+        elif pending:  # a reconnect the broker hung up on before its CONNACK
+            self._failed(f"{self._where()} closed the connection without answering")

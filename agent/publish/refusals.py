@@ -12,7 +12,10 @@ from typing import Any
 from sensorcast.agent.config import MqttConfig
 from sensorcast.agent.errors import PublishError
 
-__all__ = ["hint", "unanswered", "wrong_protocol"]
+__all__ = ["hint", "none_accepted", "refused", "unanswered", "wrong_protocol"]
+
+#: CONNACK reason (3.1.1's return code 1): the broker does not speak this MQTT version.
+UNSUPPORTED_PROTOCOL = 0x84
 
 
 def unanswered(where: str, cfg: MqttConfig, *, closed: bool, mqtt311_only: bool) -> PublishError:
@@ -40,6 +43,23 @@ def unanswered(where: str, cfg: MqttConfig, *, closed: bool, mqtt311_only: bool)
         f"{where} did not answer within {cfg.connect_timeout_s:g} s "
         "(mqtt.connect_timeout_s); is it an MQTT broker?"
     )
+
+
+def refused(where: str, reason: Any, protocol: str) -> str:
+    """What to say when the broker ``where`` refused the CONNECT with ``reason`` (a
+    failing paho ``ReasonCode``); ``protocol``: ``mqtt.protocol``."""
+    if reason.value == UNSUPPORTED_PROTOCOL:
+        return f"{where} {wrong_protocol(protocol)}"
+    return f"{where} refused the connection: {reason}; {hint(reason)}"
+
+
+def none_accepted(errors: list[str]) -> PublishError:
+    """The start-up error when no broker of ``mqtt.url`` accepted: each broker's reason,
+    in the order they were tried, on one line."""
+    if len(errors) == 1:
+        return PublishError(errors[0])
+    listed = " ".join(f"({n}) {e.rstrip('.')}." for n, e in enumerate(errors, 1))
+    return PublishError(f"no MQTT broker of mqtt.url accepted the connection: {listed}")
 
 
 def wrong_protocol(protocol: str) -> str:

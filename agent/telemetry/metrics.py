@@ -61,6 +61,8 @@ def snapshot(
         },
         "connected": link.connected,
         "reconnects": link.reconnects,
+        "broker": link.broker,  # host:port of mqtt.url's broker it is on (or tries next)
+        "failovers": link.failovers,  # connections to another broker of the list than before
         "shed": shed,
         "outbox": {
             "depth": outbox.depth,

@@ -60,6 +60,11 @@ def _device(data: dict[str, Any]) -> Iterator[Metric]:
         "sensorcast_reconnects", "Reconnects to the broker", value=data["reconnects"]
     )
     yield CounterMetricFamily(
+        "sensorcast_failovers",
+        "Connections to another broker of mqtt.url than the one before",
+        value=data["failovers"],
+    )
+    yield CounterMetricFamily(
         "sensorcast_shed", "Reading batches dropped under load", value=data["shed"]
     )
 

@@ -277,7 +277,8 @@ def test_deeply_nested_toml_is_one_clear_error(tmp_path: Path, opener: str) -> N
 
 def test_a_huge_value_of_the_wrong_type_is_shown_short(tmp_path: Path) -> None:
     text = config_error(write(tmp_path, f"[mqtt]\nurl = [{', '.join(['1'] * 5000)}]\n" + STREAM))
-    assert "mqtt.url: must be a string" in text and len(text) < 400
+    # a list of URLs is allowed: each bad entry is named by its index, the first few only
+    assert "mqtt.url[0]: must be a string" in text and len(text) < 400
 
 
 def _tls(tmp_path: Path, **files: bytes) -> Path:
