@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.agents import run_cli
+from tests.support.bridges import BridgedPair
 from tests.support.brokers import MosquittoBroker, run_mosquitto
 from tests.support.bundles import convert_demo
 from tests.support.host import missing_tool
@@ -116,3 +117,13 @@ def subscriber_factory() -> Iterator[Callable[[int, str], Subscriber]]:
     yield make
     for sub in made:
         sub.close()
+
+
+@pytest.fixture
+def bridged_pair(topic_prefix: str) -> Iterator[BridgedPair]:
+    """A site Mosquitto bridged to a central one as deploy/mosquitto-site.conf and
+    deploy/mosquitto-central.conf ship them (anonymous, site ``site-a``, under this test's
+    topic prefix), the bridge up; ``cut()`` and ``restore()`` its link
+    (tests/support/bridges.py)."""
+    with BridgedPair(topic_prefix) as pair:
+        yield pair

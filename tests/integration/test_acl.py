@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.agents import start_agent
+from tests.support.bridges import BridgedPair
 from tests.support.brokers import MosquittoBroker, run_mosquitto
 from tests.support.bundles import json_lines
 from tests.support.configs import agent_config, topic_stream
@@ -42,9 +43,11 @@ pytestmark = pytest.mark.mqtt
 
 ACL = REPO / "deploy" / "mosquitto-acl.conf"
 DEVICE, OTHER, CONTROLLER, HASS = "pi-kitchen", "pi-garage", "controller", "homeassistant"
-USERS = (DEVICE, OTHER, CONTROLLER, HASS)
+BRIDGE, DASHBOARD = "bridge", "dashboard"  # a fleet: a site's bridge, a consumer
+USERS = (DEVICE, OTHER, CONTROLLER, HASS, BRIDGE, DASHBOARD)
 PERIOD = 0.2  # the fast bundle's period, seconds
 NOT_AUTHORIZED = 135  # MQTT 5 PUBACK reason code
+NO_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code: accepted, but nobody subscribed
 
 # docs/config.md before issue 13: "pattern read sensorcast/%c/... for devices, topic write
 # sensorcast/+/model/set for the controller's user only", completed with the writes and reads
@@ -442,3 +445,91 @@ def test_client_id_acls_need_the_device_id_as_client_id(
     finally:
         _stop(device)
         controller.close()
+
+
+# ---- A fleet: the controller, sites' bridges and dashboards at the central broker ----
+
+ROLLOUT = "sensorcast/fleet/rollout/r1"
+BRIDGE_STATE = "sensorcast/fleet/sites/site-a/bridge"
+
+
+def test_fleet_roles_publish_only_their_own_topics(acl_broker: MosquittoBroker) -> None:
+    """The controller publishes model requests and rollout states, a bridge its site's state;
+    a dashboard reads those and the devices' state and publishes nothing; a device may
+    publish neither another device's request nor a rollout state."""
+    port = acl_broker.port
+    reads = (ROLLOUT, "sensorcast/fleet/sites/+/bridge", "sensorcast/+/+/forecast")
+    dashboard = Login(port, DASHBOARD, reads)
+    controller = Login(port, CONTROLLER, ("sensorcast/fleet/sites/+/bridge", ROLLOUT))
+    logins = {user: Login(port, user) for user in (DEVICE, OTHER, BRIDGE)}
+    try:
+        state = json.dumps({"id": "r1", "wave": 1, "state": "soaking"}).encode()
+        assert controller.publish(ROLLOUT, state) == 0
+        # accepted; MQTT 5 says when nobody subscribed (pi-garage's agent is not running)
+        assert controller.publish(f"sensorcast/{OTHER}/model/set", b"{}") in (0, NO_SUBSCRIBERS)
+        assert logins[BRIDGE].publish(BRIDGE_STATE, b"1") == 0
+        assert logins[BRIDGE].publish(f"sensorcast/{OTHER}/room/forecast", b"{}") == 0
+        refused = {
+            DEVICE: (f"sensorcast/{OTHER}/model/set", ROLLOUT, BRIDGE_STATE),
+            OTHER: (f"sensorcast/{DEVICE}/model/set", "sensorcast/fleet/model/set", ROLLOUT),
+            BRIDGE: (f"sensorcast/{DEVICE}/model/set", "sensorcast/fleet/model/set", ROLLOUT),
+        }
+        for user, topics in refused.items():
+            for topic in topics:
+                assert logins[user].publish(topic, b"0") == NOT_AUTHORIZED, (user, topic)
+        for topic in (ROLLOUT, BRIDGE_STATE, f"sensorcast/{OTHER}/model/set"):
+            assert dashboard.publish(topic, b"0") == NOT_AUTHORIZED, topic
+
+        want = {
+            (ROLLOUT, state),
+            (BRIDGE_STATE, b"1"),
+            (f"sensorcast/{OTHER}/room/forecast", b"{}"),
+        }
+        assert dashboard.wait_for(lambda ms: want <= set(ms), 10), dashboard.messages
+        # Nothing refused got through: each topic kept the one message allowed on it.
+        assert dashboard.received(lambda t: t in (ROLLOUT, BRIDGE_STATE)) == [state, b"1"]
+        assert controller.wait_for(
+            lambda ms: {(ROLLOUT, state), (BRIDGE_STATE, b"1")} <= set(ms), 10
+        )
+        assert controller.received(lambda t: t == ROLLOUT) == [state]
+    finally:
+        for login in (dashboard, controller, *logins.values()):
+            login.close()
+
+
+def test_a_sites_bridge_works_under_the_acl(passwd: Path) -> None:
+    """deploy/mosquitto-site.conf and mosquitto-central.conf, both under the shipped ACL: the
+    site's bridge logs in at the central broker as ``bridge`` (its will is accepted: the login
+    would be refused otherwise), every kind of topic a device publishes at the site crosses
+    it, the controller's requests come back to the device, and a dashboard reads the bridge's
+    state going 0 and 1 as the link is cut and restored."""
+    with BridgedPair(
+        passwd=passwd, acl=ACL, bridge_password=_password(BRIDGE),
+        login=(DASHBOARD, _password(DASHBOARD)),
+    ) as pair:  # fmt: skip
+        dashboard = Login(pair.central.port, DASHBOARD, ("sensorcast/#",))
+        controller = Login(pair.central.port, CONTROLLER)
+        device = Login(pair.site.port, DEVICE, (f"sensorcast/{DEVICE}/model/set",))
+        try:
+            published = [
+                (f"sensorcast/{DEVICE}/{kind}", f"{kind}-body".encode())
+                for kind in ("status", "metrics", "room/forecast", "room/quality",
+                             "room/anomaly", "model/state")
+            ]  # fmt: skip
+            for topic, body in published:
+                assert device.publish(topic, body) == 0, topic
+            assert dashboard.wait_for(lambda ms: set(published) <= set(ms), 10), (
+                dashboard.messages, pair.logs())  # fmt: skip
+            assert controller.publish(f"sensorcast/{DEVICE}/model/set", b"request") == 0
+            assert device.wait_for(
+                lambda ms: (f"sensorcast/{DEVICE}/model/set", b"request") in ms, 10
+            )
+
+            pair.cut()
+            assert pair.wait_bridge("0", 15), pair.logs()
+            pair.restore()
+            assert pair.wait_bridge("1", 30), pair.logs()
+            assert dashboard.received(lambda t: t == BRIDGE_STATE)[-2:] == [b"0", b"1"]
+        finally:
+            for login in (dashboard, controller, device):
+                login.close()
