@@ -8,7 +8,9 @@ It also keeps each stream's shadow model (:mod:`~sensorcast.agent.shadow`) in st
 file (loaded, reloaded, dropped as the file appears, changes, goes; rebuilt when the live
 model changes, so both are judged on the same actuals), and promotes a shadow that beat the
 live model for long enough when the stream sets ``auto_promote`` (:mod:`.control.promote`,
-the code ``sensorcast promote`` runs), reported on ``model/state``.
+the code ``sensorcast promote`` runs), reported on ``model/state``. A promotion asked over
+MQTT (the updater's ``"action": "promote"``) is swapped in as an update is, on trial; a
+dropped shadow stops at the next file check, which the updater asks for at once.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sensorcast.agent.config import Config, StreamConfig
+from sensorcast.agent.control.model_files import restore_previous
 from sensorcast.agent.control.promote import promote
 from sensorcast.agent.control.shadow_files import misfit, shadow_path
-from sensorcast.agent.control.updates import ModelUpdater, restore_previous
+from sensorcast.agent.control.updates import ModelUpdater
 from sensorcast.agent.errors import ModelError
 from sensorcast.agent.forecast.forecaster import Forecaster
 from sensorcast.agent.forecast.manifest import Bundle
@@ -289,8 +292,9 @@ class ModelReloader:
         )  # fmt: skip
         self._updated.put((stream.name, done.sha256))  # swapped in on trial, as an update
         self._announce(
-            {"stream": stream.name, "status": "promoted", "sha256": done.sha256,
-             "model": done.label, "previous": done.previous, "reason": reason, "auto": True}
+            {"stream": stream.name, "status": "promoted", "action": "promote",
+             "sha256": done.sha256, "model": done.label, "previous": done.previous,
+             "reason": reason, "auto": True}
         )  # fmt: skip
 
     def _announce(self, body: dict[str, Any]) -> None:

@@ -10,24 +10,32 @@ running agent swaps it in at its next model file check (every 2 s, or at once on
 The shadow file: a ``<model>.shadow`` (the default place, where ``"shadow": true`` updates
 install) is consumed; a configured ``shadow_model`` file is left alone, and then equals the
 live model, which the agent does not run twice.
+
+Promotions in one process (a remote ``"action": "promote"`` in the updater's thread, an
+automatic one in the main loop) take :data:`FILES` in turn, so they never write the same
+temporary file or promote from a shadow being removed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from sensorcast.agent.config import Config, StreamConfig
+from sensorcast.agent.control.model_files import keep_previous, write_synced
 from sensorcast.agent.control.shadow_files import live_label, misfit, shadow_path
-from sensorcast.agent.control.updates import keep_previous, write_synced
 from sensorcast.agent.errors import ConfigError, ModelError
 from sensorcast.agent.forecast.manifest import Bundle, read_bundle, read_model_file
 
-__all__ = ["Promoted", "find_stream", "promote"]
+__all__ = ["FILES", "Promoted", "find_stream", "promote"]
 
 logger = logging.getLogger(__name__)
+
+#: Held while a stream's live or shadow file is changed by this process (reentrant).
+FILES = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,32 @@ def find_stream(cfg: Config, name: str) -> StreamConfig:
     )
 
 
-def promote(sc: StreamConfig, check: Callable[[StreamConfig], Bundle], max_bytes: int) -> Promoted:
+def promote(
+    sc: StreamConfig,
+    check: Callable[[StreamConfig], Bundle],
+    max_bytes: int,
+    guard: Optional[Callable[[Bundle], None]] = None,
+    note: str = "",
+) -> Promoted:
     """Make the stream's shadow its live model. ``check(stream config)`` loads a bundle as
-    the agent would at start and raises :class:`ModelError` if it would not run.
+    the agent would at start and raises :class:`ModelError` if it would not run; ``guard(the
+    shadow's bundle)``, if given, runs next and may refuse it (raising anything) before a
+    file changes; ``note`` ends the log line (who asked).
 
     Raises :class:`ModelError` in one line: no shadow, a shadow that is not a valid bundle or
     does not fit the stream, one that is already live, or a model file that cannot be written.
     """
+    with FILES:
+        return _promote(sc, check, max_bytes, guard, note)
+
+
+def _promote(
+    sc: StreamConfig,
+    check: Callable[[StreamConfig], Bundle],
+    max_bytes: int,
+    guard: Optional[Callable[[Bundle], None]],
+    note: str,
+) -> Promoted:
     source = shadow_path(sc)
     if not source.exists():
         raise ModelError(
@@ -70,6 +97,8 @@ def promote(sc: StreamConfig, check: Callable[[StreamConfig], Bundle], max_bytes
         data = read_model_file(source, max_bytes)
         write_synced(tmp, data)
         bundle = check(replace(sc, model=tmp))
+        if guard is not None:
+            guard(bundle)
         previous = _live(sc, bundle, max_bytes)
         keep_previous(target)
         os.replace(tmp, target)
@@ -91,8 +120,8 @@ def promote(sc: StreamConfig, check: Callable[[StreamConfig], Bundle], max_bytes
         tmp.unlink(missing_ok=True)
     label = live_label(sc, bundle)
     logger.info(
-        "stream %s: shadow %s promoted to live model %s (was %s, kept as %s.previous)",
-        sc.name, source, label, previous or "unreadable", target.name,
+        "stream %s: shadow %s promoted to live model %s (was %s, kept as %s.previous%s)",
+        sc.name, source, label, previous or "unreadable", target.name, note and f"; {note}",
     )  # fmt: skip
     return Promoted(sc.name, label, bundle.sha256, previous, consumed)
 

@@ -18,6 +18,10 @@ in between two forecasts, and puts ``.previous`` back if the new model fails in 
 (:func:`~sensorcast.agent.control.shadow_files.shadow_path`) instead, under the same rules (no
 ``.previous``; "older" means older than the live model). An MQTT 5 request's response
 topic gets the state message for it too, with the request's correlation data.
+
+``"action": "promote"`` and ``"drop_shadow"`` (:mod:`.actions`) promote or remove the
+stream's shadow by its sha256 instead; every state message carries the request's
+``"action"`` and its ``"id"``, if it gave one.
 """
 
 from __future__ import annotations
@@ -29,15 +33,21 @@ import json
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sensorcast.agent.config import Config, StreamConfig
+from sensorcast.agent.control.actions import drop_shadow, echo, head, parse, promote_shadow
+from sensorcast.agent.control.model_files import (
+    keep_previous,
+    refuse_older,
+    replace_file,
+    restore_previous,
+    write_synced,
+)
 from sensorcast.agent.control.shadow_files import shadow_path
 from sensorcast.agent.errors import ModelError, UpdateError
 from sensorcast.agent.forecast.forecaster import check_fits
@@ -58,6 +68,12 @@ CLOSED = (
     "signed with its key) or updates.allow_unsigned = true in its config"
 )
 
+_FAILED = (
+    "bundle {sha} was rolled back after it failed in use here; it is not applied again "
+    "before the agent restarts"
+)
+ECHO_MAX_BYTES = 4096  #: A request refused on a full queue longer than this echoes nothing.
+
 
 def _default_check(sc: StreamConfig) -> Bundle:
     bundle = read_bundle(sc.model)
@@ -70,9 +86,10 @@ class ModelUpdater:
 
     ``check(stream config)`` loads a bundle as the agent would at start (the service passes
     its own loader) and raises :class:`ModelError` if it would not run; ``on_applied(stream,
-    sha256)`` is called after a bundle was installed live, ``on_shadow(stream)`` after one
-    was installed as a shadow. ``reply(topic, body, correlation)`` publishes a request's
-    answer to its MQTT 5 response topic.
+    sha256)`` is called after a bundle was installed live or a shadow promoted (the agent
+    swaps it in, on trial), ``on_shadow(stream)`` after one was installed as a shadow or a
+    shadow dropped (the agent looks at the shadow file again). ``reply(topic, body,
+    correlation)`` publishes a request's answer to its MQTT 5 response topic.
     """
 
     def __init__(
@@ -95,6 +112,8 @@ class ModelUpdater:
         self._check = check
         self._log = RateLimitedLog(logger)
         self._failed: set[str] = set()  #: sha256 of bundles rolled back after failing in use.
+        #: Stream -> the sha256 a request last made live, and that request's action and id.
+        self._trials: dict[str, tuple[str, dict[str, Any]]] = {}
         self._failed_lock = threading.Lock()
         self._requests: queue.Queue[Optional[tuple[bytes, Optional[Reply]]]]
         self._requests = queue.Queue(maxsize=8)
@@ -107,20 +126,25 @@ class ModelUpdater:
         try:
             self._requests.put_nowait((payload, reply))
         except queue.Full:
-            self._state({"status": "rejected", "reason": "too many updates pending"}, reply)
+            # Not a bundle's megabytes parsed on the loop's turn just to echo its id.
+            said = echo(payload) if len(payload) <= ECHO_MAX_BYTES else {}
+            self._state({**said, "status": "rejected", "reason": "too many updates pending"}, reply)
 
     def close(self) -> None:
         self._requests.put(None)
         self._thread.join(timeout=5)
 
     def rolled_back(self, stream: str, sha256: str, reason: str, restored: str) -> None:
-        """The main loop put ``.previous`` back: report it, and never apply that bundle again
-        (until a restart), so a retained request cannot loop."""
+        """The main loop put ``.previous`` back: report it (with the action and id of the
+        request that made it live, if one did), and never apply that bundle again (until a
+        restart), so a retained request cannot loop."""
         with self._failed_lock:
             self._failed.add(sha256)
+            made, asked = self._trials.get(stream, ("", {}))
+        asked = asked if made == sha256 else {}  # else: not a request's (auto promotion)
         self._state(
             {"stream": stream, "status": "rolled_back", "sha256": sha256, "reason": reason,
-             "model": restored}
+             "model": restored, **asked}
         )  # fmt: skip
 
     def _work(self) -> None:
@@ -129,35 +153,65 @@ class ModelUpdater:
             if item is None:
                 return
             payload, reply = item
-            stream, url = None, None
-            if self.cfg.updates.mode == "closed":  # refused before anything is parsed
-                self._refused(_stream_name(payload), CLOSED, reply)
-                continue
-            try:
-                request = _parse(payload)
-                stream, url = request["stream"], request.get("url")
-                sha = self.apply(request)
-            except UpdateError as exc:
-                self._refused(stream, _scrub(str(exc), url), reply)
-                continue
-            except Exception as exc:  # never let an update kill the thread
-                reason = _scrub(f"{type(exc).__name__}: {exc}", url)
-                logger.error("model update failed: %s", reason)
-                self._state({"stream": stream, "status": "rejected", "reason": reason}, reply)
-                continue
-            shadow = {"shadow": True} if request.get("shadow") is True else {}
-            self._state({"stream": stream, "status": "applied", "sha256": sha, **shadow}, reply)
-            if shadow:
-                self._on_shadow(stream)
+            if self.cfg.updates.mode == "closed":  # refused before anything is looked at
+                self._refused(echo(payload), CLOSED, reply)
             else:
-                self._on_applied(stream, sha)
+                self._serve(payload, reply)
 
-    def _refused(self, stream: Optional[str], reason: str, reply: Optional[Reply]) -> None:
+    def _serve(self, payload: bytes, reply: Optional[Reply]) -> None:
+        """Carry out one request and publish its outcome; never raises."""
+        said: Optional[dict[str, Any]] = None  # what the outcome repeats of the request
+        url = None
+        try:
+            request = parse(payload)
+            said, url = head(request), request.get("url")
+            body, then = self._carry_out(request, said)
+        except UpdateError as exc:
+            self._refused(said or echo(payload), _scrub(str(exc), url), reply)
+            return
+        except Exception as exc:  # never let an update kill the thread
+            reason = _scrub(f"{type(exc).__name__}: {exc}", url)
+            logger.error("model update failed: %s", reason)
+            self._state({**(said or echo(payload)), "status": "rejected", "reason": reason}, reply)
+            return
+        self._state({**said, "status": "applied", **body}, reply)
+        then()
+
+    def _carry_out(
+        self, request: dict[str, Any], said: dict[str, Any]
+    ) -> tuple[dict[str, Any], Callable[[], None]]:
+        """The applied state's fields, and what to tell the agent once it is published."""
+        stream, want, action = request["stream"], request["sha256"], request["action"]
+        if action == "install":
+            sha = self.apply(request)
+            if request.get("shadow") is True:
+                return {"sha256": sha, "shadow": True}, lambda: self._on_shadow(stream)
+            return {"sha256": sha}, lambda: self._live(stream, sha, said)
+        sc, most = _stream(self.cfg, stream), self.cfg.models.max_bytes
+        note = f"model/set request {said['id']!r}" if "id" in said else "model/set request"
+        if action == "drop_shadow":
+            return drop_shadow(sc, want, most, note), lambda: self._on_shadow(stream)
+        with self._failed_lock:
+            failed = want in self._failed
+        if failed:
+            raise UpdateError(_FAILED.format(sha=want[:12]))
+        allow = self.cfg.updates.allow_downgrade
+        body, swap = promote_shadow(sc, want, self._check, most, allow, note)
+        return body, (lambda: self._live(stream, want, said)) if swap else (lambda: None)
+
+    def _live(self, stream: str, sha256: str, said: dict[str, Any]) -> None:
+        """A new live model is in place: remember who asked (for a rollback), tell the
+        agent."""
+        with self._failed_lock:
+            self._trials[stream] = (sha256, {k: said[k] for k in ("action", "id") if k in said})
+        self._on_applied(stream, sha256)
+
+    def _refused(self, said: dict[str, Any], reason: str, reply: Optional[Reply]) -> None:
         if reason == CLOSED:  # anyone on the broker can send these: a rate-limited line
             self._log.warning("closed", "model update refused: %s", reason)
         else:
             logger.error("model update refused: %s", reason)
-        self._state({"stream": stream, "status": "rejected", "reason": reason}, reply)
+        self._state({**said, "status": "rejected", "reason": reason}, reply)
 
     def apply(self, request: dict[str, Any]) -> str:
         """Fetch, verify, check and install one bundle; returns its sha256."""
@@ -172,10 +226,7 @@ class ModelUpdater:
         with self._failed_lock:
             failed = want in self._failed
         if failed:
-            raise UpdateError(
-                f"bundle {want[:12]} was rolled back after it failed in use here; "
-                "it is not applied again before the agent restarts"
-            )
+            raise UpdateError(_FAILED.format(sha=want[:12]))
         data = request.get("data")
         if data is None:
             try:
@@ -217,7 +268,7 @@ class ModelUpdater:
                         f"stream runs {', '.join(current)}"
                     )
             if not self.cfg.updates.allow_downgrade:  # a shadow is on its way to live
-                _refuse_older(bundle, sc.model, self.cfg.models.max_bytes)
+                refuse_older(bundle, sc.model, self.cfg.models.max_bytes)
             if not shadow:
                 keep_previous(target)
             os.replace(tmp, target)
@@ -241,41 +292,6 @@ class ModelUpdater:
             self._reply(reply.topic, data, reply.correlation)
 
 
-def _parse(payload: bytes) -> dict[str, Any]:
-    try:
-        request = json.loads(payload)
-    except ValueError as exc:
-        raise UpdateError(f"not JSON: {exc}") from exc
-    if not isinstance(request, dict):
-        raise UpdateError("want a JSON object with stream, sha256, and url or data")
-    for key in ("stream", "sha256"):
-        if not isinstance(request.get(key), str):
-            raise UpdateError(f"{key!r} missing or not a string")
-    if ("url" in request) == ("data" in request):
-        raise UpdateError("give exactly one of 'url' and 'data' (base64)")
-    if "data" in request:
-        try:
-            request["data"] = base64.b64decode(request["data"], validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            raise UpdateError(f"'data' is not base64: {exc}") from exc
-    elif not isinstance(request["url"], str):
-        raise UpdateError("'url' must be a string")
-    if not isinstance(request.get("shadow", False), bool):
-        raise UpdateError("'shadow' must be true (install as the stream's shadow) or false")
-    request["sha256"] = request["sha256"].lower()
-    return request
-
-
-def _stream_name(payload: bytes) -> Optional[str]:
-    """The request's stream for its refusal, if it names one."""
-    try:
-        request = json.loads(payload)
-    except ValueError:
-        return None
-    name = request.get("stream") if isinstance(request, dict) else None
-    return name if isinstance(name, str) else None
-
-
 def _stream(cfg: Config, name: str) -> StreamConfig:
     for sc in cfg.streams:
         if sc.name == name:
@@ -283,85 +299,6 @@ def _stream(cfg: Config, name: str) -> StreamConfig:
     raise UpdateError(
         f"no stream {name!r} here (streams: {', '.join(s.name for s in cfg.streams)})"
     )
-
-
-def _created(text: str) -> Optional[datetime]:
-    """A manifest's ``created`` (ISO 8601; naive means UTC), or None if empty or unreadable."""
-    if text.endswith(("Z", "z")):  # the converter's form; fromisoformat takes Z only from 3.11
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
-
-
-def _refuse_older(bundle: Bundle, target: Path, max_bytes: int) -> None:
-    """No rollback by replay: refuse a bundle made before the one in ``target``.
-
-    ``created`` is inside the bundle (and so inside what a signature covers). A running
-    model without a readable ``created`` cannot be compared: anything goes. A new bundle
-    without one, over a model that has one, is refused: it could be of any age.
-    """
-    try:
-        running = _created(read_bundle(target, max_bytes).manifest.created)
-    except ModelError:
-        return  # no readable model runs from that file: nothing to compare with
-    if running is None:
-        return
-    new = _created(bundle.manifest.created)
-    fix = "set updates.allow_downgrade = true in this device's config to allow it"
-    if new is None:
-        raise UpdateError(
-            f"bundle has no readable created time (manifest created "
-            f"{bundle.manifest.created!r}) and may be older than the running model "
-            f"(created {running.isoformat()}); {fix}"
-        )
-    if new < running:
-        raise UpdateError(
-            f"bundle created {new.isoformat()} is older than the running model (created "
-            f"{running.isoformat()}): a downgrade; {fix}"
-        )
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and flush it to disk (before a rename publishes it)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def keep_previous(model: Path) -> None:
-    """Copy ``model`` (if there) to ``<model>.previous``, streamed, before it is replaced."""
-    if model.exists():
-        shutil.copyfile(model, model.with_name(model.name + ".previous"))
-
-
-def replace_file(source: Path, target: Path) -> None:
-    """Replace ``target`` with a copy of ``source`` atomically: a temporary file beside it,
-    synced to disk, renamed over it. Raises :class:`OSError`."""
-    tmp = target.with_name(f".{target.name}.replace")
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def restore_previous(model: Path) -> bool:
-    """Put ``<model>.previous`` back in place of ``model`` (atomically, keeping the copy).
-
-    Returns False if there is no ``.previous``; raises :class:`OSError` if it cannot be
-    written.
-    """
-    previous = model.with_name(model.name + ".previous")
-    if not previous.is_file():
-        return False
-    replace_file(previous, model)
-    return True
 
 
 def _verify_signature(public_key: Path, data: bytes, signature: Any) -> None:
