@@ -87,19 +87,20 @@ class Shadow:
             )  # fmt: skip
 
     def maes(self) -> Optional[tuple[float, float]]:
-        """(shadow, live) rolling MAE over all steps and targets both forecast, once each
-        has at least ``min_samples`` residuals on every one of those steps; else None."""
+        """(shadow, live) rolling MAE over all steps and targets both forecast, on the same
+        actuals: the live model's over its newest residuals, as many per step as the shadow
+        has (it started later); None until the shadow has ``min_samples`` on every step."""
         live, mine = self._live(), self.quality
         if live is None or mine is None:
             return None
         steps = min(live.horizon, mine.horizon)
-        maes = []
-        for tracker in (mine, live):
-            mae = tracker.mae()[:steps]  # (refreshes its scores, counts too)
-            if int(tracker.scores.counts[:steps].min()) < self.min_samples:
-                return None
-            maes.append(float(np.mean(mae)))
-        shadow_mae, live_mae = maes
+        mine_mae = mine.mae()[:steps]  # (refreshes its scores, counts too)
+        counts = mine.scores.counts[:steps]
+        if int(counts.min()) < self.min_samples:
+            return None
+        live.mae()  # refreshes the live tracker's ring to the same actuals
+        live_mae_table = live.scores.recent_mae(counts.min(axis=1))[:steps]
+        shadow_mae, live_mae = float(np.mean(mine_mae)), float(np.nanmean(live_mae_table))
         if not (np.isfinite(shadow_mae) and np.isfinite(live_mae)):
             return None
         return shadow_mae, live_mae

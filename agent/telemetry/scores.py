@@ -107,6 +107,22 @@ class Scores:
         self._skill = tuple(self._overall(b, counts >= least) for b in range(len(ring) - 2))
         self.dirty = False
 
+    def recent_mae(self, keep: np.ndarray) -> np.ndarray:
+        """MAE per step and target over each step's newest ``keep[step]`` residuals (at most
+        the ones kept): this model's error on the same forecasts as a tracker that started
+        later (a shadow's), so the two compare on the same actuals."""
+        ring = self.ring[0]  # (steps, targets, samples)
+        samples = ring.shape[-1]
+        out = np.full(ring.shape[:2], np.nan)
+        for step in range(ring.shape[0]):
+            k = int(min(keep[step], samples, self.next[step]))
+            if k > 0:
+                rows = (self.next[step] - 1 - np.arange(k)) % samples
+                seen = ring[step][:, rows]
+                with np.errstate(invalid="ignore"):
+                    out[step] = np.nanmean(np.abs(seen), axis=-1)
+        return out
+
     def _overall(self, b: int, enough: np.ndarray) -> Optional[float]:
         base = self.base_mae[:, b]
         seen = enough & np.isfinite(base)
