@@ -3,7 +3,7 @@ messages (:mod:`sensorcast.agent.fleet.view` fills it), read by ``status`` and `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 __all__ = ["Device", "Fleet", "StreamState", "sha_of_label"]
@@ -33,6 +33,13 @@ class StreamState:
     #: ``mae_ratio``, ``skill``, ``coverage``, ``drift``, ``errors``, ``forecasts``...).
     quality: Optional[dict[str, Any]] = None
     quality_time: Optional[float] = None  #: Its ``time`` (the device's clock, Unix s).
+    #: Time (device clock, Unix s) of the message ``model``/``shadow`` came from: the metrics
+    #: and the quality report both name them, the newer one wins whatever order they arrive.
+    model_time: Optional[float] = None
+
+    def copy(self) -> StreamState:
+        """A copy sharing the message bodies (the view replaces them, never changes them)."""
+        return replace(self, skill=dict(self.skill))
 
 
 @dataclass
@@ -48,6 +55,11 @@ class Device:
     streams: dict[str, StreamState] = field(default_factory=dict)
     model_state: Optional[dict[str, Any]] = None  #: Its last ``model/state`` message.
     anomalies: dict[str, dict[str, Any]] = field(default_factory=dict)  #: By stream.
+
+    def copy(self) -> Device:
+        """A copy whose streams and tables are its own (message bodies shared)."""
+        streams = {name: s.copy() for name, s in self.streams.items()}
+        return replace(self, streams=streams, anomalies=dict(self.anomalies))
 
     def stream(self, name: str) -> StreamState:
         """The stream ``name``, created empty if no message named it yet."""
@@ -65,6 +77,17 @@ class Fleet:
     devices: dict[str, Device] = field(default_factory=dict)
     bridges: dict[str, bool] = field(default_factory=dict)  #: Site -> bridge connected.
     time: float = 0.0  #: When this view was taken (the controller's clock), Unix s.
+    errors: int = 0  #: Device messages ignored: malformed JSON, payloads of the wrong shape.
+    messages: int = 0  #: Messages under the prefix the view was given (errors included).
+    #: False: the broker dropped part of the retained state on its way to the controller
+    #: (its queue per client overflowed): some devices may be missing or partly known.
+    complete: bool = True
+
+    def copy(self) -> Fleet:
+        """A consistent copy to read while the live view moves on (no deep copy of the
+        message bodies: :func:`~sensorcast.agent.fleet.view.apply` replaces them whole)."""
+        devices = {key: d.copy() for key, d in self.devices.items()}
+        return replace(self, devices=devices, bridges=dict(self.bridges))
 
     def reachable(self, device: Device) -> bool:
         """Online, and not behind a site whose bridge is down (its retained ``online`` at the
