@@ -197,9 +197,10 @@ class Pipeline:
         self.trust.remember(stream, slot, published, band)
         if tracker is not None:
             tracker.forecast(slot, values, out_of_range, view)  # the model's, even in fallback
-            self._judge_quality(stream, tracker)
-        if stream.shadow is not None:
+        if stream.shadow is not None:  # before a report: both trackers on the same actuals
             stream.shadow.step(slot, view)
+        if tracker is not None:
+            self._judge_quality(stream, tracker)
         stream.forecasts += 1
         stream.forecasts_out_of_range += out_of_range
         if out_of_range != stream.out_of_range_now:
