@@ -18,12 +18,15 @@ The JSON document (keys are stable; a value the devices did not send is ``null``
 
 ``state`` is ``online``, ``offline``, ``unknown`` (no status retained) or ``unreachable``
 (its site's bridge is down: the ``online`` the central broker keeps is frozen, not fresh).
+Exit status 3 when the view is incomplete (``complete`` false), 1 when the broker cannot be
+reached.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -31,7 +34,9 @@ from sensorcast.agent.fleet.client import Connection, FleetClient
 from sensorcast.agent.fleet.model import Device, Fleet, StreamState
 from sensorcast.agent.logutil import iso_utc
 
-__all__ = ["SETTLE_TIMEOUT_S", "add_status_args", "document", "run_status", "table"]
+__all__ = [
+    "EXIT_INCOMPLETE", "SETTLE_TIMEOUT_S", "add_status_args", "document", "run_status", "table",
+]  # fmt: skip
 
 SETTLE_TIMEOUT_S = 30.0  #: Longest wait for the broker's retained messages, seconds.
 STATES = ("online", "offline", "unreachable", "unknown")
@@ -53,7 +58,9 @@ def add_status_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_status(args: argparse.Namespace, conn: Connection) -> int:
-    """Read the fleet, print it; 0 (a broker that cannot be reached raises FleetError)."""
+    """Read the fleet, print it; 0, or :data:`EXIT_INCOMPLETE` when the broker dropped some
+    of the retained messages on their way here (a broker that cannot be reached raises
+    FleetError)."""
     client = FleetClient(conn)
     client.connect()
     try:
@@ -65,7 +72,20 @@ def run_status(args: argparse.Namespace, conn: Connection) -> int:
         print(json.dumps(document(fleet, args.stream), indent=2, sort_keys=True))
     else:
         print(table(fleet, args.stream))
+    if not fleet.complete:
+        print(
+            "sensorcast fleet: the broker dropped retained messages on their way here (its queue "
+            "per client is full): raise max_queued_messages (Mosquitto) above devices x streams "
+            "x 5 for a complete view",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return 0
+
+
+#: The view is incomplete: some devices or messages are missing (the same code as a rollout
+#: that left devices for later).
+EXIT_INCOMPLETE = 3
 
 
 def document(fleet: Fleet, stream: Optional[str] = None) -> dict[str, Any]:
