@@ -246,7 +246,8 @@ def test_model_requests_cross_the_bridge_once_even_when_sent_during_a_cut(
 ) -> None:
     """In: a request published at the central broker reaches the site, including one sent
     while the link is down (the central broker keeps the bridge's persistent session), and
-    never comes back out (no loop: the central broker sees each request once)."""
+    never comes back out (no loop: the central broker sees each request once; the site at
+    most twice, QoS 1's redelivery of one whose ack the cut lost)."""
     pair = bridged_pair
     site = Subscriber(pair.site.port, f"{pair.prefix}/#")
     central = Subscriber(pair.central.port, f"{pair.prefix}/#")
@@ -257,6 +258,8 @@ def test_model_requests_cross_the_bridge_once_even_when_sent_during_a_cut(
         topics = [f"{pair.prefix}/dev-a/model/set", f"{pair.prefix}/fleet/model/set"]
         for topic in topics:
             controller.publish(topic, b"before", qos=1).wait_for_publish(10)
+        before = [(t, b"before") for t in topics]
+        assert site.wait_for(lambda ms: all(w in [(t, p) for t, p, _ in ms] for w in before), 15)
         pair.cut()
         assert pair.wait_bridge("0", 15), pair.logs()
         for topic in topics:
@@ -270,7 +273,9 @@ def test_model_requests_cross_the_bridge_once_even_when_sent_during_a_cut(
         time.sleep(1)  # a loop would bring them back within milliseconds
         at_site = [(t, p) for t, p, _ in site.messages if "/model/set" in t]
         at_central = [(t, p) for t, p, _ in central.messages if "/model/set" in t]
-        assert sorted(at_site) == sorted(want), at_site
+        # QoS 1 is at least once: a request whose PUBACK the cut lost comes again (DUP); a
+        # loop would bring copies back without end, and to the central broker too.
+        assert set(at_site) == set(want) and all(at_site.count(w) <= 2 for w in want), at_site
         assert sorted(at_central) == sorted(want), at_central
     finally:
         controller.loop_stop()
