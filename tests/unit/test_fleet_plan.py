@@ -5,7 +5,6 @@ verdicts, the state file (atomic, resumable), and one decision over 1,000 device
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -314,7 +313,8 @@ def test_a_state_file_whose_devices_disagree_with_its_cohorts_is_refused(tmp_pat
         load(tmp_path / "s.json")
 
 
-def test_one_decision_over_a_thousand_devices_is_quick() -> None:
+def test_one_decision_over_a_thousand_devices_judges_and_promotes_them_all() -> None:
+    """The whole wave in one call (its time is measured by bench/run fleet, not here)."""
     ids = [f"dev-{i:04d}" for i in range(1000)]
     plan, sim = _plan(ids, (100,)), Sim(ids)
     decide(plan, sim.fleet, 1000.0, POLICY)  # every one gets its install
@@ -323,11 +323,8 @@ def test_one_decision_over_a_thousand_devices_is_quick() -> None:
     for s in (sim.stream(d) for d in ids):
         s.shadow = NEW
     sim.report(1000.0)
-    began = time.perf_counter()
     actions = decide(plan, sim.fleet, 1000.0, POLICY)  # all judged, all promoted
-    took = time.perf_counter() - began
     assert len(actions) == 1000 and {a.kind for a in actions} == {"promote"}
-    assert took < 0.5, took  # measured about 10 ms; generous for QEMU and busy CI
 
 
 class _Link:
