@@ -24,7 +24,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Optional
 
 import paho.mqtt.client as paho
@@ -32,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.brokers import MosquittoBroker, find_mosquitto
 from tests.support.host import missing_tool
+from tests.support.managed import Managed
 from tests.support.paths import REPO
 
 __all__ = [
@@ -207,7 +207,7 @@ def _store() -> Path:
     return path
 
 
-class BridgedPair:
+class BridgedPair(Managed):
     """A central Mosquitto and a site Mosquitto bridged to it through a :class:`LinkProxy`.
 
     ``prefix``: the devices' topic prefix; ``site``: the site's name (the bridge's state is
@@ -329,21 +329,7 @@ class BridgedPair:
         for store in self._stores:
             shutil.rmtree(store, ignore_errors=True)
 
-    def __enter__(self) -> BridgedPair:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        _type: Optional[type[BaseException]],
-        _value: Optional[BaseException],
-        _tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
+    begin = start  #: what ``with`` starts (:class:`~tests.support.managed.Managed`)
 
 
 def run_bridged_pair(prefix: str = "sensorcast", **kwargs: Any) -> Iterator[BridgedPair]:

@@ -13,12 +13,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Optional
 
 from sensorcast.agent.demo.brokers import find_mosquitto, free_port, wait_port
 
 from tests.support.host import missing_tool
+from tests.support.managed import Managed
 
 __all__ = [
     "AmqttBroker",
@@ -42,7 +42,7 @@ def _stop(proc: Optional[subprocess.Popen[bytes]], timeout_s: float = 5) -> None
             proc.wait()
 
 
-class MosquittoBroker:
+class MosquittoBroker(Managed):
     """The system's ``mosquitto`` on a loopback port (a free one unless ``port`` is given).
 
     ``conf`` replaces the default config (an anonymous listener); ``{port}`` in it is filled
@@ -100,17 +100,7 @@ class MosquittoBroker:
         self.stop()
         self._dir.cleanup()
 
-    def __enter__(self) -> MosquittoBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        _type: Optional[type[BaseException]],
-        _value: Optional[BaseException],
-        _tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
+    begin = start  #: what ``with`` starts (:class:`~tests.support.managed.Managed`)
 
 
 def run_mosquitto(conf: Optional[str] = None) -> Iterator[MosquittoBroker]:
@@ -123,7 +113,7 @@ def run_mosquitto(conf: Optional[str] = None) -> Iterator[MosquittoBroker]:
         yield broker
 
 
-class AmqttBroker:
+class AmqttBroker(Managed):
     """amqtt (the ``demo`` extra; MQTT 3.1.1 only), anonymous, in a process of its own."""
 
     def __init__(self, port: Optional[int] = None) -> None:
@@ -164,17 +154,7 @@ class AmqttBroker:
         self._proc = None
         self._dir.cleanup()
 
-    def __enter__(self) -> AmqttBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        _type: Optional[type[BaseException]],
-        _value: Optional[BaseException],
-        _tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
+    begin = start  #: what ``with`` starts (:class:`~tests.support.managed.Managed`)
 
 
 def run_amqtt() -> Iterator[AmqttBroker]:

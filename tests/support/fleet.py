@@ -24,7 +24,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -33,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.agents import start_agent
 from tests.support.configs import to_toml, topic_stream
+from tests.support.managed import Managed
 from tests.support.paths import DEMO_DIR
 
 __all__ = ["AgentFleet", "Feeder", "ForecastLog", "device_ids"]
@@ -148,7 +148,7 @@ class ForecastLog:
         self.client.disconnect()
 
 
-class AgentFleet:
+class AgentFleet(Managed):
     """``count`` real agents on the broker at ``port`` (a context manager: starts them and the
     feeder, stops them all). ``site`` sets ``[device] site``; ``public_key`` (an Ed25519 PEM)
     sets ``[updates] public_key``, else ``allow_unsigned`` opens updates to unsigned bundles;
@@ -298,18 +298,4 @@ class AgentFleet:
         self._watch.loop_stop()
         self._watch.disconnect()
 
-    def __enter__(self) -> AgentFleet:
-        try:
-            self.start_all()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        _type: Optional[type[BaseException]],
-        _value: Optional[BaseException],
-        _tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
+    begin = start_all  #: what ``with`` starts (:class:`~tests.support.managed.Managed`)
