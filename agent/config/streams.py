@@ -8,6 +8,7 @@ where it may be used, and checks its own values (:meth:`Source.parse_config`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -246,7 +247,7 @@ def _check_one_per_config(r: Reader, stream: StreamConfig, first: dict[str, str]
             first[src.type] = src.where
 
 
-def _source_types(per_feature: Optional[bool]) -> dict[str, type[Source]]:
+def _source_types(per_feature: Optional[bool]) -> Mapping[str, type[Source]]:
     """The registry's source types: usable per feature, per stream, or all (None).
 
     Imported here, not at the top: the source classes (threads, subprocesses, the JSON

@@ -15,24 +15,50 @@ attributes it reads (:class:`StreamInputs`, :class:`BrokerSecrets`), which
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import import_module
 from typing import Optional, Protocol
 
 from sensorcast.agent.sources.base import ReadingSink, Source, SourceContext, Subscribe
-from sensorcast.agent.sources.command import CommandSource
-from sensorcast.agent.sources.file import FileSource
-from sensorcast.agent.sources.mqtt import MqttJsonSource, MqttValueSource
+from sensorcast.agent.sources.mqtt import MqttJsonSource
 from sensorcast.agent.sources.spec import SecretValue, SourceConfig
-from sensorcast.agent.sources.stdin import StdinSource
 
 __all__ = ["SOURCE_TYPES", "BrokerSecrets", "StreamInputs", "build_sources", "source_types"]
 
+#: Each type name, in the order config messages list them, with the module (of this
+#: package) and the class that implement it.
+_WHERE = {
+    "file": ("file", "FileSource"),
+    "mqtt_value": ("mqtt", "MqttValueSource"),
+    "mqtt": ("mqtt", "MqttJsonSource"),
+    "command": ("command", "CommandSource"),
+    "stdin": ("stdin", "StdinSource"),
+}
+
+
+class _SourceTypes(Mapping[str, "type[Source]"]):
+    """The type table, each class imported when it is first looked up: a plain ``run``
+    (readings on an input topic) never loads the polling threads, ``subprocess`` or
+    ``glob`` of the types it does not use (the agent's resident memory)."""
+
+    def __getitem__(self, name: str) -> type[Source]:
+        module, attr = _WHERE[name]
+        cls: type[Source] = getattr(import_module(f"{__package__}.{module}"), attr)
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WHERE)
+
+    def __len__(self) -> int:
+        return len(_WHERE)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _WHERE
+
+
 #: ``type = "..."`` in ``[streams.inputs.<feature>]`` or ``[[streams.sources]]``; in the
 #: order config messages list them.
-SOURCE_TYPES: dict[str, type[Source]] = {
-    cls.type_name: cls
-    for cls in (FileSource, MqttValueSource, MqttJsonSource, CommandSource, StdinSource)
-}
+SOURCE_TYPES: Mapping[str, type[Source]] = _SourceTypes()
 
 
 def source_types(per_feature: bool) -> dict[str, type[Source]]:
