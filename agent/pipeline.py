@@ -154,9 +154,9 @@ class Pipeline:
         except Exception as exc:  # see forecast
             self._failed(group, exc, "batched forecast")
             return
-        for stream, forecast, out_of_range in zip(group, values, beyond):
+        for stream, forecast, out_of_range, window in zip(group, values, beyond, windows):
             stream.latency.observe(each)
-            self._publish(stream, forecast, out_of_range)
+            self._publish(stream, forecast, out_of_range, window)
             stream.batched += 1
 
     def forecast(self, stream: Stream) -> None:
@@ -166,19 +166,21 @@ class Pipeline:
         try:
             values = stream.predict(window)
             took = time.perf_counter() - started  # the model's time, not the range check's
-            out_of_range = stream.forecaster.out_of_range(window)
+            out_of_range = stream.forecaster.out_of_range_moved(window, stream.window.appended)
         except Exception as exc:  # one stream's broken model must not stop the agent
             self._failed([stream], exc, "forecast")
             return
         stream.latency.observe(took)
-        self._publish(stream, values, out_of_range)
+        self._publish(stream, values, out_of_range, window)
 
-    def _publish(self, stream: Stream, values: np.ndarray, out_of_range: bool) -> None:
+    def _publish(
+        self, stream: Stream, values: np.ndarray, out_of_range: bool, view: np.ndarray
+    ) -> None:
+        """Publish a forecast made from ``view`` (the window's :meth:`~Window.view`)."""
         window = stream.window
         assert window.closed_through is not None and stream.publisher is not None
         slot = window.closed_through
         window_end = slot * window.period_s
-        view = window.view()
         tracker = stream.quality
         band, published, fallback = None, values, None
         if tracker is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from sensorcast.agent.logutil import RateLimitedLog
@@ -38,6 +38,12 @@ class _Step0:
     def __init__(self, sha256: str, targets: np.ndarray) -> None:
         self.sha256 = sha256
         self.targets = targets  #: Feature index of each target.
+        first = int(targets[0]) if len(targets) else 0
+        consecutive = [int(t) for t in targets] == list(range(first, first + len(targets)))
+        #: The same as a slice when consecutive: a view of the window's row, not a copy.
+        self.cols: Union[slice, np.ndarray] = (
+            slice(first, first + len(targets)) if consecutive else targets
+        )
         self.slot = -2
         n = len(targets)
         self.values = np.zeros(n)
@@ -109,7 +115,7 @@ class Trust:
         band = prev.banded
         try:
             found = detector.observe(
-                slot, stream.window.period_s, window[-1, prev.targets], prev.values,
+                slot, stream.window.period_s, window[-1, prev.cols], prev.values,
                 prev.lower if band else None, prev.upper if band else None,
             )  # fmt: skip
         except Exception as exc:  # the detector's fault must not cost the forecast

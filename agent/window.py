@@ -30,6 +30,7 @@ Appending is O(1) and allocation-free: the ring is stored twice over
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -88,6 +89,7 @@ NEVER = -(2**62)
 
 _isfinite = math.isfinite
 _floor = math.floor
+_NUMBERS = itertools.count()  # each window's block of row numbers (``Window.appended``)
 
 
 def _json_float(value: float) -> Optional[float]:
@@ -140,6 +142,9 @@ class Window:
         self._rows = np.zeros((2 * length, n_features), dtype=np.float32)
         self._next = 0  # ring index the next row is written to
         self.filled = 0  # rows in the window, up to ``length``
+        #: Rows written to the ring, numbered apart from every other window's (2**40 each):
+        #: the view's newest row is number ``appended - 1`` (a restore skips ahead).
+        self.appended = next(_NUMBERS) << 40
         self._open: Optional[int] = None  # slot being accumulated
         self.closed_through: Optional[int] = None  # last slot closed
         # Per-feature state in plain lists, not numpy arrays: a reading touches one element,
@@ -181,10 +186,8 @@ class Window:
         return None if last == NEVER else last
 
     def view(self) -> np.ndarray:
-        """The window, oldest row first, as a ``(length, n_features)`` view (no copy).
-
-        Valid until the next append; only meaningful when :attr:`ready`.
-        """
+        """The window, oldest row first, as a ``(length, n_features)`` view (no copy); valid
+        until the next append, only meaningful when :attr:`ready`."""
         return self._rows[self._next : self._next + self.length]
 
     def add(self, feature: int, ts: float, value: float, now: float) -> int:
@@ -256,15 +259,17 @@ class Window:
 
     def closing_due(self, now: float) -> bool:
         """True if :meth:`close_due` would close the open slot at wall-clock ``now``."""
-        return (
-            self._open is not None and now >= (self._open + 1) * self.period_s + self.close_delay_s
-        )
+        at = self.close_at()
+        return at is not None and now >= at
+
+    def close_at(self) -> Optional[float]:
+        """Wall-clock time (Unix s) at which the open slot closes (None with none open):
+        when the main loop must wake to close it (:mod:`..wakeups`)."""
+        return None if self._open is None else (self._open + 1) * self.period_s + self.close_delay_s
 
     def close_due(self, now: float) -> int:
-        """Close the open slot if the wall clock is ``close_delay_s`` past its end.
-
-        Returns the number of rows appended (0 or 1).
-        """
+        """Close the open slot if the wall clock is ``close_delay_s`` past its end; returns
+        the number of rows appended (0 or 1)."""
         if self._open is None or not self.closing_due(now):
             return 0
         appended = self._close(self._open)
@@ -309,8 +314,8 @@ class Window:
         opened, closed = snap["open"], snap["closed_through"]
         if not all(v is None or isinstance(v, int) for v in (opened, closed)):
             raise ValueError("snapshot slots are invalid")
-        self.filled = 0
-        self._next = 0
+        self.filled, self._next = 0, 0
+        self.appended += 2 * self.length  # none of the rows is one checked before
         for row in rows:
             i = self._next
             self._rows[i] = row
@@ -374,6 +379,7 @@ class Window:
         rows[i] = self._last
         rows[i + self.length] = rows[i]
         self._next = (i + 1) % self.length
+        self.appended += 1
         if self.filled < self.length:
             self.filled += 1
         return 1

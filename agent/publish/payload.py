@@ -42,6 +42,7 @@ class ForecastPublisher:
         self.seq = 0
         self._id = f"{device}/{stream}/"
         self._offsets: Optional[np.ndarray] = None  # (i + 1) * period_s, per horizon step
+        self._steps = np.empty(0)  # the steps' times of the message being built
 
     def publish(
         self,
@@ -91,6 +92,8 @@ class ForecastPublisher:
         offsets = self._offsets
         if offsets is None or len(offsets) != values.shape[0]:
             offsets = self._offsets = np.arange(1, values.shape[0] + 1) * self._period
+            self._steps = np.empty_like(offsets)
+        steps = np.add(offsets, window_end, out=self._steps)  # serialized before reused
         lower, upper = (None, None) if band is None else (_c(band[0]), _c(band[1]))
         message = {
             "id": f"{self._id}{round(window_end * 1000)}",
@@ -103,7 +106,7 @@ class ForecastPublisher:
             "window_end": window_end,
             "period_s": self._period,
             "targets": self._targets,
-            "steps": offsets + window_end,
+            "steps": steps,
             "values": _c(values),
             "level": level,
             "lower": lower,

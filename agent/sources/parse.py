@@ -85,9 +85,9 @@ def parse_json_reading(
         # this loop runs per reading.
         kind = type(value)
         if kind is float:
-            readings.append(Reading(stream_index, index, ts, value))
+            readings.append(_reading(Reading, (stream_index, index, ts, value)))
         elif kind is int and -_BIG_INT < value < _BIG_INT:
-            readings.append(Reading(stream_index, index, ts, float(value)))
+            readings.append(_reading(Reading, (stream_index, index, ts, float(value))))
         elif value is None:
             rejections.append(Rejection("missing_feature", f"feature {name!r} is missing"))
         else:
@@ -153,6 +153,10 @@ def parse_w1_slave(text: Union[bytes, str]) -> float:
         raise ValueError("power_on_reset")
     return millidegrees / 1000.0
 
+
+#: ``Reading``'s constructor without its generated ``__new__`` (a NamedTuple's): the same
+#: tuple, in less than half the time; per reading.
+_reading = tuple.__new__
 
 #: Integers beyond this do not fit a float (``float()`` would raise OverflowError).
 _BIG_INT = 2**1023

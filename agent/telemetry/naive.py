@@ -9,7 +9,7 @@ A model whose error is not below theirs has no skill.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 from sensorcast.agent.forecast.manifest import Manifest
@@ -25,6 +25,13 @@ class Baselines:
 
     def __init__(self, horizon: int, target_index: list[int], season: int = 0) -> None:
         self._targets = np.asarray(target_index, dtype=np.intp)
+        # The target columns as a slice when they are consecutive (one target always is): a
+        # view, cheaper than the index array's copy, per forecast.
+        first = target_index[0] if target_index else 0
+        run = list(range(first, first + len(target_index)))
+        self._cols: Union[slice, np.ndarray] = (
+            slice(first, first + len(run)) if list(target_index) == run else self._targets
+        )
         self.season = season if season > 0 else 0
         self.names: tuple[str, ...] = (LAST_VALUE, SEASONAL) if self.season else (LAST_VALUE,)
         # The window row each step repeats (negative: counted from the newest).
@@ -39,9 +46,9 @@ class Baselines:
     def fill(self, window: np.ndarray, out: np.ndarray) -> None:
         """Every baseline's forecast of ``window`` ``(window, features)`` into ``out``
         ``(horizon, baselines, targets)``, target units."""
-        out[:, 0, :] = window[-1, self._targets]
+        out[:, 0, :] = window[-1, self._cols]
         if self._rows is not None:
-            out[:, 1, :] = window[self._rows][:, self._targets]
+            out[:, 1, :] = window[self._rows][:, self._cols]
 
     def forecast(self, name: str, window: np.ndarray, horizon: int) -> Optional[np.ndarray]:
         """Baseline ``name``'s ``(horizon, targets)`` forecast of ``window`` (a new array), or

@@ -87,6 +87,7 @@ class QualityTracker:
         self._m = 0
         self._fresh = 0  # actuals since the last scoring pass
         self._steps = np.arange(horizon, dtype=np.int64)
+        self._band = (np.empty((horizon, n_targets)), np.empty((horizon, n_targets)))
         self.drift_factor = drift_factor
         self.drift_after_s = drift_after_s
         self.min_samples = min_samples
@@ -130,13 +131,19 @@ class QualityTracker:
         return self.scores.total
 
     def band(self, values: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
-        """``(lower, upper)`` around ``(horizon, targets)`` values at :attr:`level` (new
-        arrays, target units), or None while no band is known."""
+        """``(lower, upper)`` around ``(horizon, targets)`` values at :attr:`level` (target
+        units; two arrays reused by the next call: copy them to keep them), or None while
+        no band is known."""
         self._keep_fresh()
         offsets = self.interval.offsets
         if offsets is None:
             return None
-        return values + offsets[0], values + offsets[1]
+        lower, upper = self._band
+        if lower.shape != values.shape:
+            lower, upper = self._band = (np.empty(values.shape), np.empty(values.shape))
+        np.add(values, offsets[0], out=lower)
+        np.add(values, offsets[1], out=upper)
+        return lower, upper
 
     def forecast(
         self,
@@ -210,7 +217,8 @@ class QualityTracker:
                     self._base[:n], self.interval,
                 )  # fmt: skip
             # Steps up to the latest actual are settled (a step with no usable actual is lost).
-            now_scored = np.clip(latest - self._made[:n], 0, self.horizon)
+            # np.minimum/maximum: np.clip's wrapper costs more than both on small arrays
+            now_scored = np.minimum(np.maximum(latest - self._made[:n], 0), self.horizon)
             np.maximum(self._scored[:n], now_scored, out=self._scored[:n])
         # Keep the forecasts with steps still to come, and the actuals they may need.
         keep = self._made[:n] + self.horizon > latest

@@ -107,6 +107,36 @@ def test_forecaster_checks_the_window_against_its_bundles_range(tmp_path: Path) 
     assert not old.checks_range and not old.out_of_range(hot)  # no range: never marked
 
 
+def test_the_moving_check_agrees_with_the_whole_windows(tmp_path: Path) -> None:
+    """What the pipeline asks (only the rows appended since the last forecast are checked)
+    is what the whole window's check says: across gaps, restores and two windows in turn."""
+    from sensorcast.agent.window import Window
+
+    ranged = Forecaster(read_bundle(_bundle(tmp_path / "r.tflite", {"temperature": [19.0, 20.5]})))
+    rng = np.random.default_rng(3)
+    windows = [Window(2, 24, PERIOD, max_gap_s=3 * PERIOD) for _ in range(2)]
+    slots = [0, 0]
+    seen = {True: 0, False: 0}
+    for step in range(3000):
+        which = int(rng.random() < 0.1)  # now and then the other window
+        w = windows[which]
+        slots[which] += 1 + (6 if rng.random() < 0.01 else 0)  # a gap empties the window
+        for _ in range(int(rng.integers(1, 3))):  # one row, or two at once
+            ts = START + slots[which] * PERIOD + 1
+            temp = 19.7 + (rng.normal(0, 2) if rng.random() < 0.02 else rng.normal(0, 0.1))
+            w.add(0, ts, float(temp), ts + 1)
+            w.add(1, ts, 50.0, ts + 1)
+            slots[which] += 1
+        if step % 500 == 499:  # a warm restart: the rows come back from the snapshot
+            w.restore(w.snapshot())
+        if w.ready:
+            view = w.view()
+            whole = ranged.out_of_range(view)
+            assert ranged.out_of_range_moved(view, w.appended) == whole, step
+            seen[whole] += 1
+    assert seen[True] > 50 and seen[False] > 50  # both verdicts were exercised
+
+
 def test_forecasts_are_published_marked_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
