@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import logging
 import queue
-import select
 import time
 from socket import socket as Socket
 from typing import Any, Callable, Optional
@@ -33,8 +32,9 @@ from sensorcast.agent.publish.connecting import (
 from sensorcast.agent.publish.failover import Rotation
 from sensorcast.agent.publish.mqtt5 import Stamps, reply_of
 from sensorcast.agent.publish.refusals import none_accepted, refused
+from sensorcast.agent.publish.writes import WriteBatch, wait
 
-__all__ = ["TCP_CONNECT_S", "MessageHandler", "MqttLink"]
+__all__ = ["INFLIGHT", "TCP_CONNECT_S", "MessageHandler", "MqttLink"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ MessageHandler = Callable[[bytes, float], None]
 #: up in the broker and cannot starve the loop.
 READS_PER_POLL = 64
 MISC_S = 0.25  #: How often keepalive and reconnecting are looked after, seconds.
+#: Outbox messages in flight at once (the sender's window): the forecasts of 100 streams
+#: sharing a tick go out in one turn. paho may hold twice that (status, quality, metrics too).
+INFLIGHT = 100
 
 
 class MqttLink:
@@ -76,9 +79,11 @@ class MqttLink:
             self._connect_props.SessionExpiryInterval = cfg.session_expiry_s
         self._client.will_set(status_topic, b"offline", qos=cfg.qos, retain=True)
         configure(self._client, cfg)
+        self._client.max_inflight_messages_set(2 * INFLIGHT)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._batch = WriteBatch(self._client)
         #: Message ids (paho ``mid``) the broker acknowledged; drained by the main loop.
         self.acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         #: Of those, the ones the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. 135
@@ -153,11 +158,8 @@ class MqttLink:
         return self._rotation.failovers
 
     def connect(self) -> None:
-        """Connect to the first broker of ``mqtt.url`` that accepts, and go online.
-
-        Raises :class:`PublishError` with the reason for each broker if none can be
-        reached or accepts the connection.
-        """
+        """Connect to the first broker of ``mqtt.url`` that accepts, and go online; raises
+        :class:`PublishError` with each broker's reason if none can be reached or accepts."""
         rotation, errors = self._rotation, []
         for _ in rotation.brokers:
             try:
@@ -204,7 +206,7 @@ class MqttLink:
         is readable (another thread woke the loop)."""
         self._from_other_threads()
         sock = self._client.socket()
-        readable = self._wait(sock, extra, timeout)
+        readable = wait(self._client, extra, timeout)
         client = self._client
         if sock is not None and sock in readable:
             # One loop_read() takes one packet, or as many as paho has messages in flight.
@@ -238,23 +240,6 @@ class MqttLink:
                 props.CorrelationData = correlation
             self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
-    def _wait(self, sock: Optional[Any], extra: Optional[Socket], timeout: float) -> list[Any]:
-        """Up to ``timeout`` s for the broker's socket or ``extra``: the readable ones."""
-        rlist: list[Any] = [] if extra is None else [extra]
-        wlist: list[Any] = []
-        if sock is not None:
-            rlist.append(sock)
-            if self._client.want_write():
-                wlist.append(sock)
-        if rlist or wlist:
-            try:
-                return select.select(rlist, wlist, [], timeout)[0]
-            except (OSError, ValueError):  # the socket closed under us: next turn reconnects
-                return []
-        if timeout > 0:
-            time.sleep(timeout)
-        return []
-
     def publish_later(
         self,
         topic: str,
@@ -277,6 +262,17 @@ class MqttLink:
         self._calls.append(job)
         if self.wake is not None:
             self.wake()
+
+    def next_due(self) -> float:
+        """Monotonic time by which :meth:`poll` must run again: paho's keepalive, the next
+        reconnect step (the idle main loop sleeps until then, :mod:`..wakeups`)."""
+        if not self._started or self._closing:
+            return self._next_misc
+        if self._attempt_started is not None:  # a reconnect waiting for its CONNACK
+            return max(self._next_misc, self._attempt_started + self.cfg.connect_timeout_s)
+        if not self.connected:
+            return max(self._next_misc, self._next_attempt)
+        return max(self._next_misc, time.monotonic() + self.cfg.keepalive_s / 4)
 
     def _maintain(self) -> None:
         """Keepalive pings, a lost broker noticed, and reconnecting with backoff."""
@@ -326,6 +322,11 @@ class MqttLink:
         stamps = self.stamps
         props = stamps.properties(topic, queued_at, time.time()) if stamps else None
         return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+
+    def batch(self, many: bool = True) -> WriteBatch:
+        """``with link.batch():`` the publishes inside go out in one write at its end
+        (:mod:`.writes`; ``many`` False: one message, the socket left uncorked)."""
+        return self._batch(many)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish ``offline`` (retained), wait for it, and disconnect cleanly."""

@@ -53,6 +53,7 @@ MAX_STAGED = 100  #: Messages staged before :meth:`Outbox.put` commits by itself
 DROP_LOG_S = 10.0  #: At most one "dropped" warning this often, seconds.
 RETRY_MIN_S = 30.0  #: First retry of the database after it failed, seconds; then doubling...
 RETRY_MAX_S = 300.0  #: ... up to this, seconds.
+INSERT = f"INSERT INTO outbox ({outbox_db.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class Outbox:
@@ -93,6 +94,10 @@ class Outbox:
         self._cache_from = 1
         self._staged: list[Message] = []  # put since the last commit
         self._deleted: set[int] = set()  # acked since the last commit
+        # The statements for those, run together (executemany) at the commit, or before
+        # anything is read back from the file.
+        self._rows: list[tuple[int, str, bytes, int, int, Optional[float]]] = []
+        self._gone: list[tuple[int]] = []
         self._dirty_since: Optional[float] = None  # monotonic time of the oldest change
         if path is None:
             self.degraded = "no state directory configured"
@@ -116,31 +121,23 @@ class Outbox:
         """Store a message; returns its id. Drops the oldest when over a bound."""
         created = time.time()  # wall clock: the age must survive a restart
         if self._db is not None:
-            try:
-                cur = self._db.execute(  # staged: committed before it is handed out to send
-                    "INSERT INTO outbox (topic, payload, qos, retain, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (topic, payload, qos, int(retain), created),
-                )
-            except sqlite3.Error as exc:
-                self._degrade(f"cannot write: {exc}")
-            else:
-                msg_id = int(cur.lastrowid or 0)
-                self._next_id = msg_id + 1  # memory ids go on from here if the disk fails
-                msg = Message(msg_id, topic, payload, qos, retain, created)
-                self._staged.append(msg)
-                self._cache[msg_id] = msg
-                if len(self._cache) > CACHE_MESSAGES:
-                    self._cache_from = self._cache.popitem(last=False)[0] + 1
-                if self._dirty_since is None:
-                    self._dirty_since = time.monotonic()
-                self._count += 1
-                self._bytes += len(payload)
-                self._enforce_bounds()
-                self.high_water = max(self.high_water, self._count)
-                if len(self._staged) >= MAX_STAGED:
-                    self.commit()
-                return msg_id
+            msg_id = self._next_id  # AUTOINCREMENT's next id: nothing else writes the table
+            self._next_id = msg_id + 1
+            msg = Message(msg_id, topic, payload, qos, retain, created)
+            self._rows.append((msg_id, topic, payload, qos, int(retain), created))
+            self._staged.append(msg)
+            self._cache[msg_id] = msg
+            if len(self._cache) > CACHE_MESSAGES:
+                self._cache_from = self._cache.popitem(last=False)[0] + 1
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
+            self._count += 1
+            self._bytes += len(payload)
+            self._enforce_bounds()
+            self.high_water = max(self.high_water, self._count)
+            if len(self._staged) >= MAX_STAGED:
+                self.commit()
+            return msg_id
         msg_id = self._next_id
         self._next_id += 1
         self._memory[msg_id] = Message(msg_id, topic, payload, qos, retain, created)
@@ -155,6 +152,7 @@ class Outbox:
         db = self._db
         if db is not None and (self._staged or self._deleted or db.in_transaction):
             try:
+                self._write(db)
                 db.commit()
             except sqlite3.Error as exc:
                 self._degrade(f"cannot write: {exc}")
@@ -166,6 +164,16 @@ class Outbox:
         self._staged.clear()
         self._deleted.clear()
         self._dirty_since = None
+
+    def _write(self, db: sqlite3.Connection) -> None:
+        """Run the inserts and deletes staged since the last write, in the open transaction
+        (one statement each for all of them). Raises :class:`sqlite3.Error`."""
+        if self._rows:
+            db.executemany(INSERT, self._rows)
+            self._rows.clear()
+        if self._gone:
+            db.executemany("DELETE FROM outbox WHERE id = ?", self._gone)
+            self._gone.clear()
 
     def sync(self, max_age_s: float) -> None:
         """End of a loop turn: commit what was put, connected or not; deletes alone wait
@@ -201,6 +209,7 @@ class Outbox:
             del out[limit:]
         elif self._db is not None:
             try:
+                self._write(self._db)
                 rows = self._db.execute(
                     f"SELECT {outbox_db.COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                     (after, limit),
@@ -224,19 +233,21 @@ class Outbox:
         cached = self._cache.pop(msg_id, None)
         try:
             size: Optional[int] = len(cached.payload) if cached is not None else None
-            if cached is None:  # from before a restart
+            if cached is None:  # from before a restart, or acked twice (dropped, then acked)
+                self._write(self._db)  # a delete still to run must not find it here
                 # no DELETE ... RETURNING: Raspberry Pi OS Bullseye ships SQLite 3.34
                 row = self._db.execute(
                     "SELECT length(payload) FROM outbox WHERE id = ?", (msg_id,)
                 ).fetchone()
                 size = None if row is None else int(row[0])
-            # Committed with the next message (or by sync): a crash before then re-sends it.
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
         except sqlite3.Error as exc:
             self._degrade(f"cannot delete: {exc}")
             self.ack(msg_id)  # now in memory
             return
         if size is not None:
+            # Deleted and committed with the next message (or by sync): a crash before then
+            # re-sends it.
+            self._gone.append((msg_id,))
             self._deleted.add(msg_id)
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()
@@ -352,6 +363,8 @@ class Outbox:
         self._cache.clear()
         self._staged.clear()
         self._deleted.clear()
+        self._rows.clear()
+        self._gone.clear()
         self._dirty_since = None
         if self._memory:
             self._next_id = max(self._next_id, next(reversed(self._memory)) + 1)

@@ -7,7 +7,7 @@ import queue
 import time
 
 from sensorcast.agent.logutil import RateLimitedLog
-from sensorcast.agent.publish.link import MqttLink
+from sensorcast.agent.publish.link import INFLIGHT, MqttLink
 from sensorcast.agent.publish.outbox import Message, Outbox
 
 __all__ = ["OutboxSender"]
@@ -39,7 +39,7 @@ class OutboxSender:
     (:class:`~sensorcast.agent.publish.mqtt5.Stamps`).
     """
 
-    def __init__(self, outbox: Outbox, link: MqttLink, max_inflight: int = 20) -> None:
+    def __init__(self, outbox: Outbox, link: MqttLink, max_inflight: int = INFLIGHT) -> None:
         self.outbox = outbox
         self._link = link
         self._max_inflight = max_inflight
@@ -67,11 +67,20 @@ class OutboxSender:
         # turn). Only while nothing was dropped: a dropped message may still be in _inflight.
         if self.outbox.depth <= len(self._inflight) and not self.outbox.dropped:
             return
-        for msg in self.outbox.pending(after=self._last_sent, limit=room):
+        todo = self.outbox.pending(after=self._last_sent, limit=room)
+        if not todo:
+            return
+        with self._link.batch(len(todo) > 1):  # one write for all of them, at the end
+            self._send(todo)
+
+    def _send(self, todo: list[Message]) -> None:
+        for msg in todo:
             info = self._link.publish(
                 msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, queued_at=msg.created
             )
             if msg.qos == 0:
+                # at most once: written at the batch's end, so a connection lost by that write
+                # loses this turn's QoS 0 messages (one message before the batch)
                 if info.rc != 0:  # not connected after all; try again next time
                     return
                 self._last_sent = msg.id

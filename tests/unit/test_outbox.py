@@ -294,3 +294,27 @@ def test_messages_in_memory_know_when_they_were_put(tmp_path: Path) -> None:
     box = Outbox(None)
     box.put("t", b"x", qos=1)
     assert box.degraded is not None and box.pending()[0].created is not None
+
+
+def test_statements_wait_for_the_commit_yet_reads_see_them(tmp_path: Path) -> None:
+    """Puts and deletes run together at the commit (executemany); a read of the file in
+    between sees them, and a message acked twice (dropped, then its PUBACK) counts once."""
+    db = tmp_path / "o.db"
+    box = Outbox(db, max_messages=3)
+    ids = [box.put("t", str(i).encode(), 1) for i in range(5)]  # the two oldest dropped
+    assert box.dropped == 2 and box.depth == 3
+    box.ack(ids[0])  # dropped already: nothing left to forget
+    box.ack(ids[2])  # put and acked before any commit
+    assert box.depth == 2
+    box.commit()
+    box.close()
+    again = Outbox(db)
+    assert [m.id for m in again.pending()] == ids[3:]
+    assert again.put("t", b"next", 1) == ids[-1] + 1  # ids go on where they stopped
+    big = Outbox(tmp_path / "big.db", max_messages=100_000, max_bytes=1 << 30)
+    many = [big.put("t", b"x", 1) for i in range(600)]  # past the in-memory cache
+    big.commit()
+    big.ack(many[0])  # a delete not yet run: the read from disk must not return it
+    assert [m.id for m in big.pending(limit=2)] == many[1:3]
+    big.ack(many[0])  # a second ack of it finds nothing
+    assert big.depth == 599
