@@ -38,12 +38,16 @@ from sensorcast.agent.telemetry.health import HealthFile, health_path
 from sensorcast.agent.telemetry.metrics import start_prometheus
 from sensorcast.agent.telemetry.report import Heartbeat, Reporter, log_summary
 from sensorcast.agent.telemetry.sdnotify import Notifier
+from sensorcast.agent.wakeups import Wakeups
 
 __all__ = ["Service"]
 
 logger = logging.getLogger(__name__)
 
-TICK_S = 0.1  #: How often the loop checks the clock when no reading arrives, seconds.
+#: After a turn that took readings the next one waits at most this long, seconds, without
+#: working out what falls due when (:meth:`Service.wait_s` costs a little per stream; a
+#: loop fed readings is woken by them anyway, and this was the fixed tick before).
+BUSY_WAIT_S = 0.1
 SUMMARY_S = 300.0  #: How often counters are logged, seconds.
 MODEL_CHECK_S = 2.0  #: How often model files are checked for a change, seconds.
 SHUTDOWN_FLUSH_S = 3.0  #: How long shutdown waits for the broker to take queued forecasts.
@@ -81,6 +85,7 @@ class Service:
     reporter: Reporter
     heartbeat: Heartbeat
     notifier: Notifier
+    wakeups: Wakeups  #: How long the loop may wait for its sockets (what the clock brings due).
 
     def __init__(self, cfg: Config, runtime: Optional[Runtime] = None) -> None:
         self.cfg = cfg
@@ -161,6 +166,7 @@ class Service:
         self.store.restore()
         health = HealthFile(health_path(cfg.state_dir, cfg.device.id))
         self.heartbeat = Heartbeat(self.notifier, health, link, outbox, streams)
+        self.wakeups = Wakeups(streams, link, outbox, self.sender)
 
     def _serve(self) -> None:
         """Everything outside: model updates, metrics port, broker, source threads."""
@@ -194,8 +200,9 @@ class Service:
         """Start, then process readings and forecast until stopped, then shut down."""
         self.start()
         try:
+            busy = True
             while not self._stopping:
-                self.turn(TICK_S)
+                busy = self.turn(BUSY_WAIT_S if busy else self.wait_s())
                 if self._reload:
                     self._reload = False
                     self.reloader.reload(only_changed=False)
@@ -206,19 +213,32 @@ class Service:
         finally:
             self.close()
 
-    def turn(self, timeout: float) -> None:
+    def wait_s(self) -> float:
+        """How long the next turn may wait for the broker or another thread, seconds: until
+        the earliest job, heartbeat, period close, dropout check or keepalive falls due
+        (:class:`~sensorcast.agent.wakeups.Wakeups`). Readings, MQTT messages, signals and
+        requests from other threads wake the loop through its sockets before that."""
+        due = self.heartbeat.next_due()
+        for job in self._jobs:
+            due = min(due, job.next)
+        return self.wakeups.wait(due)
+
+    def turn(self, timeout: float) -> bool:
         """One turn of the loop: wait up to ``timeout`` s for the broker or another thread,
         take what came (MQTT messages are parsed and queued in ``link.poll``), close due
-        periods, forecast, send, and tell systemd the loop is alive."""
+        periods, forecast, send, and tell systemd the loop is alive. True if readings (or
+        a reload request) came."""
         inbox, pipeline = self.inbox, self.pipeline
         if self.link.poll(0.0 if not inbox.empty() else timeout, inbox.wake_socket):
             inbox.woken()
+        took = not inbox.empty()
         now = time.time()
         inbox.drain(pipeline.ingest, now, limit=1000)
         pipeline.tick(now)
         pipeline.forecast_due()
         self.sender.pump()
         self.heartbeat.beat()
+        return took
 
     def _finish(self) -> None:
         """Stopping: take what is queued, forecast, save the windows, send what the broker

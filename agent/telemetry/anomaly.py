@@ -37,16 +37,11 @@ import numpy as np
 from sensorcast.agent.config import QualityConfig, StreamConfig
 from sensorcast.agent.forecast.manifest import Manifest
 from sensorcast.agent.logutil import iso_utc
+from sensorcast.agent.telemetry.targetstate import CUSUM_H, CUSUM_K, TargetState
 from sensorcast.agent.window import Window
 
 __all__ = ["CUSUM_H", "CUSUM_K", "FINE", "RUN_P", "STUCK_Z", "AnomalyDetector", "iso_utc"]
 
-#: A level shift the model half follows shows as a run of moderate residuals: a two-sided
-#: CUSUM (allowance ``CUSUM_K`` sigmas, alarm at ``CUSUM_H``) raises it as a "step". On the
-#: weather's Sep-Dec (bench/quality_bench.py) h=3 gave 22 clean "step" alarms in 17.5 weeks,
-#: h=5 gives 6, and a step of 3 series std is still raised when its first period closes.
-CUSUM_K = 1.5
-CUSUM_H = 5.0
 #: A run of equal readings is stuck if the sensor resolves at most ``FINE`` sigmas and the
 #: run is rarer than ``RUN_P`` at the sensor's own rate of equal readings (the demo's 0.001 C:
 #: 6 readings; the weather's 0.1 C repeats for hours on flat nights), or if the forecast
@@ -55,56 +50,8 @@ CUSUM_H = 5.0
 FINE = 0.25
 STUCK_Z = 1.5
 RUN_P = 1e-6
-#: sigma / MAE of a normal distribution (sqrt(pi / 2)).
-_SIGMA_PER_MAE = math.sqrt(math.pi / 2)
 #: Kinds of anomaly a feature can have open at once (the band's reasons share one).
 _BAND, _STUCK, _DROPOUT = "band", "stuck", "dropout"
-
-
-class _Target:
-    """One target feature's running state (plain floats: a few targets, one row a period)."""
-
-    def __init__(self, name: str, feature: int, mae: Optional[float]) -> None:
-        self.name = name
-        self.feature = feature  #: Its column in the window.
-        self.prior_sigma = None if mae is None or not mae > 0 else mae * _SIGMA_PER_MAE
-        self.abs_sum = 0.0  # running mean absolute residual (in-band ones), the last fallback
-        self.abs_n = 0
-        self.out_run = 0  # consecutive periods beyond the anomaly band (signed by ``out_sign``)
-        self.out_sign = 0
-        self.out_since = 0.0
-        self.in_run = 0  # consecutive periods back inside, while a band anomaly is open
-        self.hi = self.lo = 0.0  # CUSUM of z above and below, and since when (s) each rose
-        self.hi_since = self.lo_since = 0.0
-        self.value = math.nan  # the last real reading's value and how many periods it held
-        self.same = 0
-        self.same_since = 0.0
-        self.same_z = 0.0  # sum of |z| over that run
-        self.resolution = math.inf  # smallest change seen between real readings
-        self.pairs = self.repeats = 0  # consecutive real readings, and of those equal ones
-        self.open: dict[str, dict[str, Any]] = {}  # kind -> its start payload
-        self.dropout_last: Optional[int] = None  # last reading slot when a dropout opened
-        self.frozen: Optional[tuple[float, float]] = None  # (sigma, centre - forecast) at the
-        # start of the open band anomaly
-
-    def cusum(self, z: float, start: float) -> Optional[float]:
-        """Two-sided CUSUM of the z-scores: when either sum passes :data:`CUSUM_H`, the
-        start (s) of the period it last rose from zero, else None."""
-        if self.hi == 0.0:
-            self.hi_since = start
-        if self.lo == 0.0:
-            self.lo_since = start
-        self.hi = max(0.0, self.hi + z - CUSUM_K)
-        self.lo = max(0.0, self.lo - z - CUSUM_K)
-        if self.hi > CUSUM_H:
-            return self.hi_since
-        return self.lo_since if self.lo > CUSUM_H else None
-
-    def sigma(self, min_samples: int) -> Optional[float]:
-        """The fallback scale when no band came with the forecast (reading units)."""
-        if self.abs_n >= min_samples and self.abs_sum > 0:
-            return self.abs_sum / self.abs_n * _SIGMA_PER_MAE
-        return self.prior_sigma
 
 
 class AnomalyDetector:
@@ -131,7 +78,7 @@ class AnomalyDetector:
     ) -> None:
         self.stream = stream
         self._targets = [
-            _Target(name, col, None if mae is None else mae[i])
+            TargetState(name, col, None if mae is None else mae[i])
             for i, (name, col) in enumerate(targets)
         ]
         self._z_level = NormalDist().inv_cdf((1 + level) / 2)  # the published band's z
@@ -233,6 +180,24 @@ class AnomalyDetector:
             self._stuck(t, start, a, z, sigma, out)
         return out
 
+    def next_idle(self, window: Window, now: float) -> Optional[float]:
+        """Wall-clock time (Unix s) at which :meth:`idle` may next find a dropout: when the
+        next period due without a reading passes; None if nothing can start by the clock
+        (no closed period, or every target already in dropout or never read). Until
+        :meth:`idle` has seen the window's newest closed period, ``now`` (its clock starts
+        at that call)."""
+        closed = window.closed_through
+        if closed is None:
+            return None
+        if closed != self._clock_slot:
+            return now
+        last = window.last_reading_slot
+        if all(t.dropout_last is not None or last(t.feature) is None for t in self._targets):
+            return None
+        period, delay = window.period_s, window.close_delay_s
+        late = max(int((now - self._clock_at - delay) // period), 0)
+        return self._clock_at + delay + (late + 1) * period
+
     def idle(self, window: Window, now: float) -> list[dict[str, Any]]:
         """Dropouts, checked every tick: ``now`` is the wall clock (Unix s). The periods a
         silent sensor misses are counted from when the window last moved, so old data
@@ -261,7 +226,7 @@ class AnomalyDetector:
 
     def _scale(
         self,
-        t: _Target,
+        t: TargetState,
         residual: float,
         f: float,
         lower: Optional[np.ndarray],
@@ -284,7 +249,7 @@ class AnomalyDetector:
 
     def _band(
         self,
-        t: _Target,
+        t: TargetState,
         start: float,
         a: float,
         centre: float,
@@ -331,7 +296,7 @@ class AnomalyDetector:
 
     def _stuck(
         self,
-        t: _Target,
+        t: TargetState,
         start: float,
         a: float,
         z: float,
@@ -366,7 +331,7 @@ class AnomalyDetector:
 
     def _start(
         self,
-        t: _Target,
+        t: TargetState,
         kind: str,
         reason: str,
         since: float,
@@ -382,7 +347,7 @@ class AnomalyDetector:
         t.open[kind] = payload
         out.append(payload)
 
-    def _end(self, t: _Target, kind: str, ended: float, out: list[dict[str, Any]]) -> None:
+    def _end(self, t: TargetState, kind: str, ended: float, out: list[dict[str, Any]]) -> None:
         """Close ``kind``; the stream's ``false`` only when nothing else is open."""
         started = t.open.pop(kind, None)
         if kind == _DROPOUT:

@@ -18,6 +18,9 @@ from typing import Any, Optional
 __all__ = ["HealthFile", "check_health", "health_path"]
 
 WRITE_S = 5.0  #: How often the loop rewrites the file.
+#: How much later than :data:`WRITE_S` a write may come (it rides along with another turn of
+#: an idle loop instead of waking it), seconds.
+LATE_S = 2.0
 MAX_AGE_S = 30.0  #: Older than this, the loop is considered stuck or the agent gone.
 
 
@@ -35,6 +38,11 @@ class HealthFile:
 
     def due(self, monotonic_now: float) -> bool:
         return monotonic_now >= self._next
+
+    def next_due(self) -> float:
+        """Monotonic time by which the loop must turn for the next write: :data:`WRITE_S`
+        after the last, at the latest :data:`LATE_S` after that."""
+        return self._next + LATE_S
 
     def write(self, state: dict[str, Any], monotonic_now: float) -> None:
         self._next = monotonic_now + WRITE_S

@@ -2,7 +2,8 @@
 
 Over MQTT (:class:`Reporter`): each stream's forecast quality, the metrics snapshot, and
 Home Assistant's discovery configs, all retained. To systemd and the health file
-(:class:`Heartbeat`): one sign of life per loop turn. In the log (:func:`log_summary`):
+(:class:`Heartbeat`): a sign of life from the loop's turns, which wake for it when
+nothing else does (:meth:`Heartbeat.next_due`). In the log (:func:`log_summary`):
 the counters, every few minutes and at shutdown.
 """
 
@@ -59,6 +60,7 @@ class Reporter:
         self.sender = sender
         self.inbox = inbox
         self.streams = streams
+        self._by_name = {s.name: s for s in streams}  # the streams are fixed; models are not
         self._owner = threading.get_ident()  # the loop's thread
         self._last_snapshot: Optional[dict[str, Any]] = None
         # MQTT 5 properties of everything published; a forecast's expiry is the staleness
@@ -72,10 +74,8 @@ class Reporter:
     def staleness_s(self, stream: str) -> Optional[int]:
         """How long a forecast of ``stream`` counts as current, seconds (Home Assistant's
         ``expire_after``, from the running bundle's period); None for no such stream."""
-        for s in self.streams:
-            if s.name == stream:
-                return expire_after_s(s.manifest.period_s)
-        return None
+        view = self._by_name.get(stream)  # a dict: called for every forecast published
+        return None if view is None else expire_after_s(view.manifest.period_s)
 
     def snapshot(self) -> dict[str, Any]:
         """The metrics snapshot (:func:`~sensorcast.agent.telemetry.metrics.snapshot`); safe
@@ -194,6 +194,11 @@ class Heartbeat:
         names = ", ".join(f"{s.name} ({s.label})" for s in self.streams)
         self.notifier.ready(f"online on {url}; streams: {names}")
         logger.info("online as %s on %s; streams: %s; runtime %s", device, url, names, runtime)
+
+    def next_due(self) -> float:
+        """Monotonic time by which the loop must turn again for :meth:`beat`: the
+        watchdog's next ping or the health file's next write, whichever is first."""
+        return min(self.notifier.next_due(), self.health.next_due())
 
     def beat(self) -> None:
         """Called once per loop turn; writes the health file every few seconds."""

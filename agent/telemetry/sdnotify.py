@@ -10,6 +10,7 @@ maintained). Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -37,9 +38,12 @@ class Notifier:
             self._sock.setblocking(False)
         #: Seconds between watchdog pings, or None when systemd expects none.
         self.watchdog_s: Optional[float] = None
+        #: Seconds after a ping by which the next one must go (half the timeout), or None.
+        self.watchdog_latest_s: Optional[float] = None
         usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_s = int(usec) / 1e6 / 3  # ping at a third of the timeout
+            self.watchdog_latest_s = int(usec) / 1e6 / 2  # and no later than at half of it
         self._next_ping = 0.0
         self._status = ""
         self._failed = False
@@ -83,6 +87,13 @@ class Notifier:
         if now >= self._next_ping:
             self._next_ping = now + self.watchdog_s
             self.send("WATCHDOG=1")
+
+    def next_due(self) -> float:
+        """Monotonic time by which the loop must turn for the watchdog's next ping (half
+        its timeout after the last one); infinity without a watchdog."""
+        if self.watchdog_s is None or self.watchdog_latest_s is None:
+            return math.inf
+        return self._next_ping - self.watchdog_s + self.watchdog_latest_s
 
     def stopping(self) -> None:
         """The agent is shutting down."""
