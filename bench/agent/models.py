@@ -1,7 +1,9 @@
 """The models the agent's questions run: the demo's, and an LSTM(64) x 48 trained at bench time.
 
 The ``prepare`` child trains the LSTM (one epoch, seeded) and converts with this checkout's
-converter every bundle the questions need (float32, and ``--batch 100`` for question 3).
+converter every bundle the questions need (float32, and ``--batch 100`` for question 3), and
+the LSTM's int8 (the fused ``UNIDIRECTIONAL_SEQUENCE_LSTM``) and dynamic-range bundles for the
+modes question (:mod:`bench.agent.modes`), calibrated on the series it was trained on.
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ from bench.harness.paths import DEMO_DIR
 __all__ = ["child_prepare", "demo_bundle"]
 
 
+def _calibration_csv(series: np.ndarray, path: Path) -> Path:
+    """The training series as a calibration CSV (``ts`` every 60 s, one column per feature)."""
+    ts = 1_769_040_000 + 60 * np.arange(len(series))
+    rows = "".join(f"{t},{','.join(f'{v:.5f}' for v in row)}\n" for t, row in zip(ts, series))
+    path.write_text(f"ts,{','.join(LSTM_FEATURES)}\n{rows}")
+    return path
+
+
 def _train_lstm(work: Path) -> Path:
-    """LSTM(64) x window 48 on 3 sine features, one epoch, seeded; the .keras file."""
+    """LSTM(64) x window 48 on 3 sine features, one epoch, seeded; the .keras file (and the
+    series as ``lstm_calibration.csv`` beside it)."""
     import keras
 
     units, window = LSTM
@@ -29,6 +40,7 @@ def _train_lstm(work: Path) -> Path:
     series = np.column_stack(
         [np.sin(2 * np.pi * t / 288) + 0.1 * rng.standard_normal(6000) for _ in LSTM_FEATURES]
     ).astype(np.float32)
+    _calibration_csv(series[-1500:], work / "lstm_calibration.csv")
     n = 2048
     idx = rng.integers(0, len(series) - window - 12, n)
     x = np.stack([series[i : i + window] for i in idx])
@@ -54,6 +66,7 @@ def child_prepare(spec: dict[str, Any]) -> dict[str, Any]:
 
     work = Path(spec["work"])
     lstm_keras = _train_lstm(work)
+    calib = work / "lstm_calibration.csv"
     demo = [
         str(DEMO_DIR / "room.keras"),
         "--norm",
@@ -77,6 +90,8 @@ def child_prepare(spec: dict[str, Any]) -> dict[str, Any]:
         "demo_batch": [*demo, "--quantize", "float32", "--batch", str(STREAMS)],
         "lstm_f32": [*lstm, "--quantize", "float32"],
         "lstm_batch": [*lstm, "--quantize", "float32", "--batch", str(STREAMS)],
+        "lstm_int8": [*lstm, "--quantize", "int8", "--calibration", str(calib)],
+        "lstm_dynamic": [*lstm, "--quantize", "dynamic", "--calibration", str(calib)],
     }
     out: dict[str, Any] = {"lstm_keras": str(lstm_keras)}
     for name, args in jobs.items():

@@ -1,4 +1,5 @@
-"""Question 7: questions 1, 2 (in process), 4 and 5 under QEMU arm64 (emulated).
+"""Question 7: questions 1, 2 (in process), 4 and 5 under QEMU arm64 (emulated), and the
+LSTM's quantization modes (:mod:`bench.agent.modes`, stored under ``r["qemu"]["modes"]``).
 
 The children run in the arm64 chroot (``deploy/qemu/run``) on the cached env layer's two
 venvs (``deploy/qemu/env``), with the checkout bound in read-only at ``/src`` and a work
@@ -12,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
+from bench.agent import modes
 from bench.agent.context import Run
 from bench.agent.path import merge_path
 from bench.harness.broker import Mosquitto
@@ -19,7 +21,7 @@ from bench.harness.children import Where
 from bench.harness.markdown import fr, mb, ratio, table, us
 from bench.harness.paths import DEMO_DIR, REPO
 
-__all__ = ["lines", "measure", "render"]
+__all__ = ["MODE_FILES", "chroot", "copy_files", "lines", "measure", "measure_modes", "render"]
 
 VENVS = {
     "litert": "/opt/sensorcast/litert/bin/python",
@@ -33,6 +35,12 @@ AFTER_CELLS = (
     ("tflite-runtime", "room_f32.tflite"),
     ("tflite-runtime", "lstm.tflite"),
 )
+#: The LSTM's bundles by mode, as named in the chroot's work directory.
+MODE_FILES = {
+    "float32": "lstm.tflite",
+    "int8": "lstm_int8.tflite",
+    "dynamic": "lstm_dynamic.tflite",
+}
 
 
 def _layer(run: Run) -> Optional[str]:
@@ -51,29 +59,30 @@ def _layer(run: Run) -> Optional[str]:
         return None
 
 
-def _files(run: Run, qwork: Path) -> set[str]:
+def copy_files(run: Run, qwork: Path) -> set[str]:
     """Copy the bundles and both trees into the chroot's work directory; the bundles' names."""
     files = {"room.tflite": DEMO_DIR / "room.tflite"}
     if run.prep.get("demo_f32"):
         files["room_f32.tflite"] = Path(run.prep["demo_f32"])
-    if run.prep.get("lstm_f32"):
-        files["lstm.tflite"] = Path(run.prep["lstm_f32"])
+    for mode, name in MODE_FILES.items():
+        if run.prep.get(modes.MODES[mode]):
+            files[name] = Path(run.prep[modes.MODES[mode]])
     for name, src in files.items():
         shutil.copy(src, qwork / name)
     for side, tree in run.trees.items():
-        shutil.copytree(tree.root, qwork / side, dirs_exist_ok=True)
+        # symlinks as links: the baseline's agent/demo/room.tflite points out of its tree
+        shutil.copytree(tree.root, qwork / side, symlinks=True, dirs_exist_ok=True)
     return set(files)
 
 
-def measure(run: Run) -> None:
-    """Run the chroot's children; ``run.r["qemu"]`` gets the raw results and the lines."""
+def chroot(run: Run, script: str = "/src/bench/agent_bench.py") -> Optional[Where]:
+    """Where children run in the arm64 chroot (work directory ``run.work / "qemu"`` at
+    ``/work``, the checkout at ``/src``), or None with the reason in the runner's failures."""
     layer = _layer(run)
     if layer is None:
-        run.r["qemu"] = {"lines": ["Could not set up the chroot: " + run.runner.failures[-1]]}
-        return
+        return None
     qwork = run.work / "qemu"
     qwork.mkdir(exist_ok=True)
-    files = _files(run, qwork)
     prefix = (
         str(REPO / "deploy" / "qemu" / "run"),
         "--layer",
@@ -84,14 +93,38 @@ def measure(run: Run) -> None:
         f"{qwork}:/work",
         "--",
     )
-    where = Where(prefix, qwork, "/work", "/src/bench/agent_bench.py")
+    return Where(prefix, qwork, "/work", script)
+
+
+def measure(run: Run) -> None:
+    """Run the chroot's children; ``run.r["qemu"]`` gets the raw results and the lines, and
+    the modes' results under ``"modes"``."""
+    where = chroot(run)
+    if where is None:
+        run.r["qemu"] = {"lines": ["Could not set up the chroot: " + run.runner.failures[-1]]}
+        return
+    files = copy_files(run, where.host)
     broker = Mosquitto()
     broker.start()
     try:
         raw = _children(run, where, files, broker.port)
     finally:
         broker.close()
-    run.r["qemu"] = {"raw": raw, "lines": lines(raw)}
+    run.r["qemu"] = {"raw": raw, "lines": lines(raw), "modes": measure_modes(run, where, files)}
+
+
+def measure_modes(run: Run, where: Where, files: set[str]) -> dict[str, Any]:
+    """The LSTM's modes in the chroot, one ``modes`` child per runtime (tflite-runtime 2.14
+    reports the dynamic bundle it cannot load as unavailable); {} without the bundles."""
+    paths = {mode: f"/work/{name}" for mode, name in MODE_FILES.items() if name in files}
+    if "float32" not in paths or len(paths) < 2:
+        return {}
+    out: dict[str, Any] = {}
+    for rt, py in VENVS.items():
+        spec = {**modes.spec(run, paths, emulated=True, tree_root="/work/after"), "runtime": rt,
+                "label": f"qemu {rt}"}  # fmt: skip
+        out[rt] = run.child("modes", spec, python=py, where=where, timeout_s=1800)
+    return out
 
 
 def _path_spec(run: Run, side: str, rt: str, name: str, port: int) -> dict[str, Any]:
