@@ -1,9 +1,11 @@
 """The agent benchmark (``bench/run``): what the agent costs beyond the model, and the rest.
 
-One module per question, each with its in-process child (if any), its ``measure(run)`` in
-the parent and its ``render(results)`` section of ``bench/RESULTS.md``: ``path`` (per
-forecast; ``instructions`` counts it with callgrind), ``ingest``, ``batching``, ``memory``,
-``startup``, ``alternatives``, ``qemu``.
+One module per question, each with its in-process children (``child_<kind>``), its
+``measure(run)`` in the parent, its ``render(results)`` section of ``bench/RESULTS.md`` and
+its ``targets(results)`` rows, in the order of ``report.QUESTIONS``: ``path`` (the compute
+path; ``instructions`` counts it with callgrind), ``outside`` (the whole path from outside),
+``many``, ``idle``, ``memory``, ``modes``, ``ingest``, ``batching``, ``startup``, ``flame``,
+``alternatives``, ``qemu``.
 Around them: ``cli`` (options, the run), ``context`` (what a run shares), ``trees`` (the
 before and after agent trees), ``drive`` with ``seams`` (this tree's public seams) and
 ``legacy`` (a baseline from before them), ``models`` (training and conversions),

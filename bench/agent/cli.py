@@ -1,43 +1,30 @@
-"""``bench/run``: the agent benchmark's command line, and the run of all its questions.
+"""``bench/run``: the agent benchmark's command line, and the run of its questions.
 
-Measures, side by side in one run (issue 7), and writes to ``bench/RESULTS.md``:
-
-1. per forecast: the agent's whole path against a bare ``invoke()`` loop (``path``);
-2. ingest: readings/s in process and through a real Mosquitto (``ingest``);
-3. 100 streams sharing one model: batched vs one call each (``batching``);
-4. peak RSS of ``sensorcast run`` with one stream (``memory``);
-5. start-up: exec to ``online`` published (``startup``);
-6. the alternatives on the same models, as ratios to the agent (``alternatives``);
-7. the same under QEMU arm64 (``qemu``; emulated).
+Measures, side by side in one run, and writes to ``bench/RESULTS.md`` issue 18's targets
+(the compute path, the whole path from outside, many streams, idle, memory, int8 vs float32)
+and issue 7's questions (ingest, batching, start-up, the alternatives, QEMU arm64); the
+questions and their order are :data:`bench.agent.report.QUESTIONS`, ``--only`` picks some.
 
 In-process parts run in child processes, once on the ``agent/`` of ``--baseline`` ("before")
-and once on this checkout's ("after").
+and once on this checkout's ("after"). A question module's ``child_<kind>`` functions are
+its children's entry points (``--child KIND SPEC``), collected into :data:`CHILDREN`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
-from bench.agent import (
-    alternatives,
-    batching,
-    ingest,
-    instructions,
-    memory,
-    models,
-    path,
-    qemu,
-    report,
-    startup,
-    trees,
-)
+from bench.agent import models, report, trees
 from bench.agent.common import LSTM
 from bench.agent.context import Run
 from bench.harness.broker import Mosquitto
@@ -49,18 +36,28 @@ from bench.harness.proc import load_avg
 __all__ = ["CHILDREN", "main"]
 
 SCRIPT = REPO / "bench" / "agent_bench.py"
+#: Questions that run only when asked for (``--instructions``, ``--qemu``, or ``--only``).
+ON_REQUEST = ("instructions", "qemu")
 
 
-#: The children, by the KIND of ``--child KIND SPEC``.
-CHILDREN: dict[str, ChildFn] = {
-    "prepare": models.child_prepare,
-    "path": path.child_path,
-    "window": ingest.child_window,
-    "batch": batching.child_batch,
-    "alternatives": alternatives.child_alternatives,
-    "agentrun": startup.child_agentrun,
-    "steps": instructions.child_steps,
-}
+def _children(modules: list[ModuleType]) -> dict[str, ChildFn]:
+    """Every ``child_<kind>`` function defined in ``modules``, by kind."""
+    table: dict[str, ChildFn] = {}
+    for module in modules:
+        for name, fn in vars(module).items():
+            if not name.startswith("child_") or getattr(fn, "__module__", "") != module.__name__:
+                continue
+            kind = name.removeprefix("child_")
+            if kind in table:
+                raise RuntimeError(f"two children named {kind!r} ({module.__name__})")
+            table[kind] = fn
+    return table
+
+
+#: The children, by the KIND of ``--child KIND SPEC``: ``prepare`` and the questions'.
+CHILDREN: dict[str, ChildFn] = _children(
+    [models, *(m for name in report.QUESTIONS if (m := report.question(name)) is not None)]
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,25 +69,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer rounds and readings: a smoke run")
     p.add_argument("--baseline", default="HEAD", help="git revision for 'before' (default HEAD)")
     p.add_argument(
+        "--only",
+        type=_names,
+        metavar="NAME[,NAME]",
+        help=f"run only these questions (of: {', '.join(report.QUESTIONS)}); the results file "
+        "has only their sections",
+    )
+    p.add_argument(
         "--qemu",
         choices=("auto", "on", "off"),
         default="auto",
-        help="item 7 under QEMU arm64 (auto: when run as root)",
+        help="the questions under QEMU arm64 (auto: when run as root)",
     )
     p.add_argument(
         "--instructions",
         action="store_true",
         help="also count instructions per forecast with valgrind (about 5 min more)",
     )
-    p.add_argument("--workdir", type=Path, help="keep models, logs and results.json here")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep models, logs and results.json here (a later run with the same DIR reuses "
+        "the models)",
+    )
     p.add_argument(
         "--out",
         type=Path,
-        default=REPO / "bench" / "RESULTS.md",
-        help="the markdown (default bench/RESULTS.md)",
+        help="the markdown (default bench/RESULTS.md; with --only, RESULTS.md in the work dir)",
     )
     p.add_argument("--render-from", type=Path, help="rewrite the markdown from results.json")
     return p
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in report.QUESTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown question {', '.join(unknown) or text!r}; of: {', '.join(report.QUESTIONS)}"
+        )
+    return names
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -99,6 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.child:
         return child_main(CHILDREN, *args.child)
     if args.render_from:
+        args.out = args.out or REPO / "bench" / "RESULTS.md"
         args.out.write_text(report.render(json.loads(args.render_from.read_text())))
         return 0
     return run_all(args)
@@ -117,9 +136,24 @@ def host_lines(broker: Mosquitto) -> list[str]:
 
 
 def _prepare(run: Run) -> None:
-    print("preparing models (TensorFlow, conversions) ...", flush=True)
-    spec = {"work": str(run.work), "label": "LSTM(64)x48 + bundles"}
-    run.prep = run.child("prepare", spec, timeout_s=1200) or {}
+    """The models (the ``prepare`` child), or those an earlier run left in the work dir
+    (when :mod:`bench.agent.models`, which says what to make, did not change since)."""
+    kept = run.work / "prepared.json"
+    stamp = hashlib.sha256(Path(models.__file__ or "").read_bytes()).hexdigest()[:16]
+    old = json.loads(kept.read_text()) if kept.exists() else {}
+    bundles = old.get("bundles") or {}
+    if (
+        old.get("stamp") == stamp
+        and bundles
+        and all(Path(p).exists() for p in bundles.values() if isinstance(p, str))
+    ):
+        print(f"models: reusing those of {kept}", flush=True)
+        run.prep = bundles
+    else:
+        print("preparing models (TensorFlow, conversions) ...", flush=True)
+        spec = {"work": str(run.work), "label": "LSTM(64)x48 + bundles"}
+        run.prep = run.child("prepare", spec, timeout_s=1200) or {}
+        kept.write_text(json.dumps({"stamp": stamp, "bundles": run.prep}))
     run.r["models"] = {
         "demo": "demo room (dynamic, 24x2 -> 12)",
         "lstm": f"LSTM({LSTM[0]}) x window {LSTM[1]} (float32, 3 features -> 12)",
@@ -127,38 +161,56 @@ def _prepare(run: Run) -> None:
     run.r["tflite_models"] = {"demo": "demo room (float32)", "lstm": run.r["models"]["lstm"]}
 
 
-def _questions(run: Run, with_qemu: bool, with_instructions: bool) -> None:
+def selected(args: argparse.Namespace) -> list[str]:
+    """The questions this run asks, in :data:`report.QUESTIONS` order."""
+    if args.only:
+        return [name for name in report.QUESTIONS if name in args.only]
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    asked = {
+        "instructions": args.instructions,
+        "qemu": args.qemu == "on" or (args.qemu == "auto" and as_root),
+    }
+    return [n for n in report.QUESTIONS if n not in ON_REQUEST or asked[n]]
+
+
+def _ask(run: Run, name: str, module: ModuleType) -> None:
+    """One question; a question that raises is a failure of the run, not its end."""
+    began = time.monotonic()
+    try:
+        module.measure(run)
+    except Exception as exc:  # the other questions still run
+        traceback.print_exc()
+        run.runner.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+        return
+    run.r["ran"].append(name)
+    run.r.setdefault("minutes", {})[name] = round((time.monotonic() - began) / 60, 2)
+
+
+def _questions(run: Run, names: list[str]) -> None:
     broker = Mosquitto()
     broker.start()
     run.port = broker.port
     run.r["host"] = host_lines(broker)
+    run.r["ran"] = []
     try:
-        for title, question in (
-            ("1. per forecast", path),
-            ("2. ingest", ingest),
-            ("3. many streams", batching),
-            ("4. memory", memory),
-            ("5. start-up", startup),
-        ):
-            print(f"{title} ...", flush=True)
-            question.measure(run)
-        if with_instructions:
-            print("1. instructions per forecast (callgrind) ...", flush=True)
-            instructions.measure(run)
+        for i, name in enumerate(names, 1):
+            module = report.question(name)
+            if module is None:
+                print(f"[{i}/{len(names)}] {name}: not in this checkout, skipped", flush=True)
+                continue
+            print(f"[{i}/{len(names)}] {name} ...", flush=True)
+            _ask(run, name, module)
     finally:
         broker.close()
-    print("6. alternatives ...", flush=True)
-    alternatives.measure(run)
-    if with_qemu:
-        print("7. QEMU arm64 ...", flush=True)
-        qemu.measure(run)
 
 
 def run_all(args: argparse.Namespace) -> int:
-    """Every question on both trees; writes ``--out`` and ``results.json`` in the work dir."""
+    """The questions on both trees; writes ``--out`` and ``results.json`` in the work dir."""
     began = time.monotonic()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sensorcast-agentbench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.out is None:  # a run of some questions does not replace the whole run's file
+        args.out = work / "RESULTS.md" if args.only else REPO / "bench" / "RESULTS.md"
     before = trees.baseline(args.baseline, work / "before")
     after = trees.snapshot(work / "after")
     run = Run(work, Runner(work, SCRIPT), {"before": before, "after": after}, args.quick)
@@ -166,14 +218,14 @@ def run_all(args: argparse.Namespace) -> int:
         started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         load_start=load_avg(),
         quick=args.quick,
+        only=args.only,
         baseline=args.baseline,
         baseline_rev=before.rev,
         before={"rev": before.rev, "package": before.package},
         settings={"n": run.n, "rounds": run.rounds_per_turn, "turns": run.turns},
     )
     _prepare(run)
-    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    _questions(run, args.qemu == "on" or (args.qemu == "auto" and as_root), args.instructions)
+    _questions(run, selected(args))
     run.r.update(load_end=load_avg(), elapsed_s=time.monotonic() - began)
     run.r["failures"] = run.runner.failures
     (work / "results.json").write_text(json.dumps(run.r, indent=1, default=str))

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING, Optional
 
 import numpy as np
 
-from bench.agent.trees import Tree
+from bench.agent.trees import Tree, check_env
 
 if TYPE_CHECKING:
     from sensorcast.agent.forecast.manifest import Manifest
@@ -77,6 +77,7 @@ def start_agent(
     log: Optional[IO[bytes]] = None,
 ) -> subprocess.Popen[bytes]:
     """``python -m <package> run --config cfg`` on ``tree``, pinned to ``cpu`` if given."""
+    check_env(tree, python)
     cmd = [python, "-m", tree.package, "run", "--config", str(cfg)]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]

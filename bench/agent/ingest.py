@@ -201,7 +201,7 @@ def measure(run: Run) -> None:
         for side, tree in run.trees.items()
     }
     run.r["window"] = run.alternate("window", specs, merge_window)
-    messages = 50_000 if run.quick else 150_000
+    messages = 30_000 if run.quick else 150_000
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in run.trees}
     for turn in range(run.turns):  # the sides take turns, as the children do
         for side, tree in run.trees.items():

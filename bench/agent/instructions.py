@@ -32,7 +32,7 @@ STEPS = (100, 600)  #: forecasts of the short and the long run
 LABELS = {
     "agent_path": "whole path",
     "agent_path_memory_outbox": "whole path, outbox in memory",
-    "agent_compute": "no outbox (forecasts dropped)",
+    "agent_compute": "compute path (no MQTT poll, no outbox, no send)",
 }
 
 

@@ -1,6 +1,7 @@
 """Drives this tree's agent through its public seams only (typed: mypy checks them).
 
-The seams: ``Service.start``/``close``/``turn``, ``Service.pipeline`` (``Pipeline.ingest``),
+The seams: ``Service.start``/``close``/``turn``, ``Service.pipeline`` (``Pipeline.ingest``,
+``tick``, ``forecast_due``), ``Service.inbox``,
 the public ``Service.outbox``, ``OutboxSender.outbox`` and ``ForecastPublisher.outbox``,
 ``Stream.sources`` and ``Service.counters``. A baseline from before them goes through
 :mod:`bench.agent.legacy` instead.
@@ -8,6 +9,7 @@ the public ``Service.outbox``, ``OutboxSender.outbox`` and ``ForecastPublisher.o
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -75,6 +77,14 @@ class SeamsDriver:
 
     def turn(self, service: Service) -> None:
         service.turn(0.0)
+
+    def compute(self, service: Service) -> None:
+        """:meth:`turn` without MQTT and the outbox: the readings queued by the sources go
+        through the pipeline (windows, forecasts, payloads), no poll, send or heartbeat."""
+        now = time.time()
+        service.inbox.drain(service.pipeline.ingest, now, limit=1000)
+        service.pipeline.tick(now)
+        service.pipeline.forecast_due()
 
     def ingest(self, service: Service, batch: list[Any], now: float) -> None:
         service.pipeline.ingest(batch, now)

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from sensorcast.agent.demo.brokers import free_port, wait_port
-
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
@@ -27,6 +25,21 @@ UNLIMITED = (
     "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
     "max_inflight_messages 0\n"
 )
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback (the agent's helper, imported when called: a child
+    imports its tree's agent first, :func:`bench.agent.trees.use_tree`)."""
+    from sensorcast.agent.demo.brokers import free_port as agents
+
+    return agents()
+
+
+def wait_port(port: int, timeout_s: float) -> bool:
+    """True once ``port`` on the loopback accepts connections, within ``timeout_s`` (s)."""
+    from sensorcast.agent.demo.brokers import wait_port as agents
+
+    return agents(port, timeout_s)
 
 
 class Mosquitto:
