@@ -53,6 +53,7 @@ EXCLUDED = {
             "tests/unit/test_out_of_range.py::test_forecasts_are_published_marked_and_counted",
             "tests/unit/test_out_of_range.py::test_home_assistant_shows_it_as_an_attribute",
             "tests/unit/test_out_of_range.py::test_a_reloaded_bundle_brings_its_own_range",
+            "tests/unit/test_out_of_range.py::test_the_moving_check_agrees_with_the_whole_windows",
             "tests/unit/test_time_features.py::test_a_computed_feature_needs_no_input_and_refuses_one",
             "tests/unit/test_time_features.py::test_rollout_with_computed_features_is_refused",
             "tests/unit/test_time_features.py::test_the_agent_forecasts_with_computed_features_from_sensor_readings_only",
@@ -60,6 +61,12 @@ EXCLUDED = {
     },
     "tests/unit/test_out_of_range.py::test_a_rollout_is_judged_on_the_sensors_window_only": (
         "converts a single-step model with TensorFlow"
+    ),
+    "tests/unit/test_run_stays_small.py::"
+    "test_releasing_the_runtimes_load_time_code_keeps_its_answers": (
+        "qemu-user runs the guest's code by translating it: its libraries are mapped without "
+        "execute permission (r--p in /proc/self/smaps), so there is no code mapping to release "
+        "and the agent's release is a no-op here; a real arm64 kernel maps them r-xp"
     ),
     "tests/unit/test_info.py::test_norm_is_a_build_time_command": (
         "runs `sensorcast norm`, a build-time command of the converter package"

@@ -59,7 +59,7 @@ def _chroot_pytest(
         },
         binds=[Bind(REPO, "/src", read_only=True), Bind(out, "/out")],
         cwd="/src",
-        timeout=600,
+        timeout=1200,  # emulated, beside the main run: a guard against a hang, not a budget
     )
     counts: dict[str, int] = {}
     if (out / "junit.xml").exists():
