@@ -19,16 +19,20 @@ def record(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-#: Stages of a py-spy stack (frames are ``Class.function (file:line)``), first match wins.
+#: Stages of a py-spy stack (frames are ``Class.function (file:line)``), first match wins:
+#: the model, then the outbox wherever it is called from, then the loop turn's own steps.
 STAGES = (
-    ("batched forecast (model)", ("Forecaster.predict_batch",)),
-    ("outbox put, commit", ("Outbox.put ", "Outbox.commit ", "Outbox.sync ", "Outbox.pending ")),
-    ("PUBACK reads, acks", ("_handle_pubackcomp", "OutboxSender._acked", "MqttLink._on_publish")),
-    ("readings in (paho, parse, window)", ("_handle_publish", "Inbox.drain ", "Pipeline.ingest ")),
-    ("paho publish (queueing)", ("MqttLink.publish ",)),
+    ("model (set_tensor, invoke, get_tensor)", ("Forecaster.predict",)),
+    ("outbox: put, commit, pending, delete", ("Outbox.",)),
+    ("PUBACK read, matched, acked", ("_handle_pubackcomp", "OutboxSender._acked", "_on_publish")),
+    ("reading in: paho reads the PUBLISH, parse", ("_handle_publish",)),
+    ("ingest: inbox, window add", ("Inbox.drain ", "Pipeline.ingest ")),
+    ("periods closing (tick)", ("Pipeline.tick ",)),
+    ("payload, quality, band, anomaly, trust", ("Pipeline._publish",)),
+    ("paho publish (queueing, MQTT 5 properties)", ("MqttLink.publish ",)),
     ("paho writes (flush)", ("loop_write", "WriteBatch.")),
-    ("payloads, quality, trust", ("Pipeline._publish",)),
-    ("select, tick, heartbeat, jobs", ("Service.turn", "Service.run")),
+    ("select, socket reads (poll)", ("MqttLink.poll ",)),
+    ("the loop: heartbeat, jobs, wakeups, glue", ("Service.",)),
 )
 
 
