@@ -20,18 +20,19 @@ def record(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
 
 
 #: Stages of a py-spy stack (frames are ``Class.function (file:line)``), first match wins:
-#: the model, then the outbox wherever it is called from, then the loop turn's own steps.
+#: the model, the outbox and the payload wherever they are called from, then the loop turn's
+#: own steps.
 STAGES = (
     ("model (set_tensor, invoke, get_tensor)", ("Forecaster.predict",)),
     ("outbox: put, commit, pending, delete", ("Outbox.",)),
     ("PUBACK read, matched, acked", ("_handle_pubackcomp", "OutboxSender._acked", "_on_publish")),
-    ("reading in: paho reads the PUBLISH, parse", ("_handle_publish",)),
+    ("payload, quality, band, anomaly, trust", ("Pipeline._publish",)),
+    ("reading in: paho handles the PUBLISH, parse", ("_handle_publish",)),
     ("ingest: inbox, window add", ("Inbox.drain ", "Pipeline.ingest ")),
     ("periods closing (tick)", ("Pipeline.tick ",)),
-    ("payload, quality, band, anomaly, trust", ("Pipeline._publish",)),
-    ("paho publish (queueing, MQTT 5 properties)", ("MqttLink.publish ",)),
+    ("paho publish (building and queueing the packet)", ("MqttLink.publish ",)),
     ("paho writes (flush)", ("loop_write", "WriteBatch.")),
-    ("select, socket reads (poll)", ("MqttLink.poll ",)),
+    ("poll: select, paho reading packets (a recv() per header byte)", ("MqttLink.poll ",)),
     ("the loop: heartbeat, jobs, wakeups, glue", ("Service.",)),
 )
 
