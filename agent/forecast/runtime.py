@@ -17,9 +17,6 @@ __all__ = ["RUNTIMES", "Runtime", "load_runtime", "release_load_code"]
 
 #: ``madvise`` advice that drops a range's pages from the process (Linux, every arch we run).
 _MADV_DONTNEED = 4
-#: Per runtime package, its libraries' clean code mappings, found once (a library stays
-#: where it was loaded: Python never unloads an extension module).
-_code_ranges: dict[str, list[tuple[int, int]]] = {}
 
 
 # (name, module, attribute) in order of preference.
@@ -106,18 +103,19 @@ def release_load_code(top: str) -> int:
     LiteRT's library (11 MB of machine code) runs static initializers spread over all of
     it when it is loaded, leaving about 8 MB of code pages in the agent's resident set that
     an interpreter never runs again. Dropping them (``MADV_DONTNEED`` on the library's
-    executable mappings, only those with no dirty page: never modified, so the kernel
-    reads a page back from the file if it runs again) takes them out of the process's
-    RSS; the code an invoke runs comes back on its first call. Linux only, best effort:
-    the KB of code mappings advised (0 where it cannot).
+    executable mappings, only those with no private copy of a page: never modified, so the
+    kernel reads a page back from the file if it runs again) takes them out of the process's
+    RSS; the code an invoke runs comes back on its first call. The mappings are read afresh
+    each call (a few ms, once per runtime and per interpreter built), never remembered: an
+    address advised must still be that library's. Linux only, best effort: the KB of code
+    mappings advised (0 where it cannot).
     """
     if not sys.platform.startswith("linux"):
         return 0
-    ranges = _code_ranges.get(top)
-    if ranges is None:
-        where = getattr(sys.modules.get(top), "__file__", None)
-        folder = os.path.dirname(os.path.realpath(where)) + os.sep if where else None
-        ranges = _code_ranges[top] = _clean_code_ranges(folder) if folder else []
+    where = getattr(sys.modules.get(top), "__file__", None)
+    if not where:
+        return 0
+    ranges = _clean_code_ranges(os.path.dirname(os.path.realpath(where)) + os.sep)
     if not ranges:
         return 0
     try:
@@ -136,7 +134,11 @@ def release_load_code(top: str) -> int:
 
 def _clean_code_ranges(prefix: str) -> list[tuple[int, int]]:
     """``(start, end)`` of each executable private mapping of a file under ``prefix``
-    whose pages are all clean (``/proc/self/smaps``)."""
+    that holds no private (anonymous) copy of a page (``/proc/self/smaps``).
+
+    ``Anonymous``, not ``Private_Dirty``: a library file written moments ago (an install
+    or an image just unpacked) has its pages dirty in the page cache until written back,
+    and smaps counts those as dirty although the mapping never changed them."""
     ranges: list[tuple[int, int]] = []
     current: Optional[tuple[int, int]] = None
     try:
@@ -147,7 +149,7 @@ def _clean_code_ranges(prefix: str) -> list[tuple[int, int]]:
                     fields = rest.split(maxsplit=4)
                     code = len(fields) == 5 and fields[0] == "r-xp"
                     current = _span(head) if code and fields[4].startswith(prefix) else None
-                elif current is not None and head in ("Private_Dirty:", "Shared_Dirty:"):
+                elif current is not None and head == "Anonymous:":
                     if rest.split()[0] != "0":
                         current = None
                 elif current is not None and head == "VmFlags:":
