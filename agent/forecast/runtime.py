@@ -17,6 +17,9 @@ __all__ = ["RUNTIMES", "Runtime", "load_runtime", "release_load_code"]
 
 #: ``madvise`` advice that drops a range's pages from the process (Linux, every arch we run).
 _MADV_DONTNEED = 4
+#: Per library folder: its code mappings as last seen in ``/proc/self/maps``, and which of
+#: them held no modified page then (``/proc/self/smaps``, 7x the read).
+_clean_seen: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
 
 
 # (name, module, attribute) in order of preference.
@@ -105,9 +108,9 @@ def release_load_code(top: str) -> int:
     an interpreter never runs again. Dropping them (``MADV_DONTNEED`` on the library's
     executable mappings, only those with no private copy of a page: never modified, so the
     kernel reads a page back from the file if it runs again) takes them out of the process's
-    RSS; the code an invoke runs comes back on its first call. The mappings are read afresh
-    each call (a few ms, once per runtime and per interpreter built), never remembered: an
-    address advised must still be that library's. Linux only, best effort: the KB of code
+    RSS; the code an invoke runs comes back on its first call. Each call checks in
+    ``/proc/self/maps`` (0.2 ms) that the addresses are still that library's code; smaps
+    (1.5 ms) is read again only when they are not. Linux only, best effort: the KB of code
     mappings advised (0 where it cannot).
     """
     if not sys.platform.startswith("linux"):
@@ -115,7 +118,12 @@ def release_load_code(top: str) -> int:
     where = getattr(sys.modules.get(top), "__file__", None)
     if not where:
         return 0
-    ranges = _clean_code_ranges(os.path.dirname(os.path.realpath(where)) + os.sep)
+    prefix = os.path.dirname(os.path.realpath(where)) + os.sep
+    mapped = _code_mappings(prefix)
+    seen = _clean_seen.get(prefix)
+    if seen is None or seen[0] != mapped:
+        seen = _clean_seen[prefix] = (mapped, _clean_code_ranges(prefix))
+    ranges = seen[1]
     if not ranges:
         return 0
     try:
@@ -158,6 +166,20 @@ def _clean_code_ranges(prefix: str) -> list[tuple[int, int]]:
     except OSError:
         return []
     return ranges
+
+
+def _code_mappings(prefix: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each executable private mapping of a file under ``prefix``
+    (``/proc/self/maps``: no per-page figures, so a seventh of smaps' cost)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return [
+                _span(fields[0])
+                for fields in (line.split(maxsplit=5) for line in maps)
+                if len(fields) == 6 and fields[1] == "r-xp" and fields[5].startswith(prefix)
+            ]
+    except OSError:
+        return []
 
 
 def _span(text: str) -> tuple[int, int]:

@@ -123,7 +123,7 @@ def test_a_library_written_moments_ago_still_counts_as_clean_code(tmp_path: Path
     import _ctypes
     import ctypes
 
-    from sensorcast.agent.forecast.runtime import _clean_code_ranges
+    from sensorcast.agent.forecast.runtime import _clean_code_ranges, _code_mappings
 
     copy = tmp_path / "fresh" / Path(_ctypes.__file__).name
     copy.parent.mkdir()
@@ -138,3 +138,5 @@ def test_a_library_written_moments_ago_still_counts_as_clean_code(tmp_path: Path
     assert dirty > 0  # what this test is about: the page cache still holds the write
     ranges = _clean_code_ranges(str(copy.parent) + "/")
     assert len(ranges) == 1 and ranges[0][0] < ranges[0][1]
+    # the cheap check each release makes (maps) finds the same code mapping as smaps
+    assert _code_mappings(str(copy.parent) + "/") == ranges
